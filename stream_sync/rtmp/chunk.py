@@ -315,7 +315,12 @@ class ChunkReader:
                             f"message of type {type_id} and {length} bytes exceeds the "
                             f"limit of {limit}"
                         )
-                    cs.body = bytearray()
+                    if type_id == 22 and msid != self.publishing_msid:
+                        # An aggregate is media: off the publishing stream it is dropped, so
+                        # don't hold up to max_message_size of it per chunk stream first.
+                        counters.ignored_messages += 1
+                    else:
+                        cs.body = bytearray()
                 cur = cs
                 left = length if length < chunk_size else chunk_size
         finally:

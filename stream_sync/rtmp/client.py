@@ -248,7 +248,10 @@ class ClientConnection:
         if type_id == MessageType.SET_CHUNK_SIZE:
             if len(body) < 4:
                 raise ProtocolError("Set Chunk Size message shorter than 4 bytes")
-            self._reader.chunk_size = int.from_bytes(body[:4], "big") & 0x7FFFFFFF
+            size = int.from_bytes(body[:4], "big") & 0x7FFFFFFF
+            if size < 1:
+                raise ProtocolError("server announced a chunk size of 0")
+            self._reader.chunk_size = size
         elif type_id == MessageType.COMMAND_AMF0:
             self._on_command(msid, amf0.decode_all(body))
 
@@ -259,7 +262,7 @@ class ClientConnection:
         info = values[3] if len(values) > 3 and isinstance(values[3], dict) else {}
         if self.state is ClientState.CONNECTING and txn == 1.0 and name in ("_result", "_error"):
             if name == "_result":
-                properties = values[2] if isinstance(values[2], dict) else {}
+                properties = values[2] if len(values) > 2 and isinstance(values[2], dict) else {}
                 self.state = ClientState.CONNECTED
                 self._events.append(Connected(properties, info, self._server_digest_valid))
             else:
@@ -267,7 +270,7 @@ class ClientConnection:
                 self._events.append(ConnectRefused(info))
         elif name == "_result" and txn == self._create_stream_txn:
             stream_id = values[3] if len(values) > 3 else None
-            if not isinstance(stream_id, float):
+            if not isinstance(stream_id, float) or not 0 <= stream_id <= 0xFFFFFFFF:
                 raise ProtocolError("createStream answered without a stream id")
             self.stream_id = int(stream_id)
             args = (None, self._publish_name, self._publish_type)

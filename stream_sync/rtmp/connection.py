@@ -17,6 +17,7 @@ reply is flushed.
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from collections.abc import Callable
@@ -173,7 +174,7 @@ class ServerConnection:
         events: list[Event] = []
         view = memoryview(data)
         while view:
-            space = self.get_buffer()
+            space = None if self._backlog else self.get_buffer()  # never overtake the backlog
             if not space:
                 self._backlog += view
                 if len(self._backlog) > self.config.read_buffer_size:
@@ -278,6 +279,8 @@ class ServerConnection:
     def _advance(self) -> None:
         reader = self._reader
         if self.state is State.HANDSHAKE:
+            if reader.buffered():
+                handshake.check_c0(reader.buf[reader.start])
             c0c1 = reader.take(1 + handshake.HANDSHAKE_SIZE)
             if c0c1 is None:
                 return
@@ -299,10 +302,19 @@ class ServerConnection:
 
     def _resume(self) -> list[Event]:
         self._reader.paused = False
-        if self._backlog:
-            backlog, self._backlog = bytes(self._backlog), bytearray()
-            self._events += self.receive_data(backlog, self.last_received_at)
         self._advance()
+        # The read buffer was full when the backlog began: parse, then refill, until the
+        # backlog is gone or another decision pauses parsing again.
+        while self._backlog and not self._reader.paused:
+            space = self._reader.get_buffer()
+            if not space:  # cannot happen while parsing runs; never spin
+                break
+            n = min(len(space), len(self._backlog))
+            space[:n] = self._backlog[:n]
+            del self._backlog[:n]
+            self._reader.end += n
+            self.bytes_received += n
+            self._advance()
         return self._take_events()
 
     def _take_events(self) -> list[Event]:
@@ -315,6 +327,8 @@ class ServerConnection:
         self.state = State.CLOSING
         self._reader.paused = True
         self._reader.publishing_msid = -1
+        self._reader.start = self._reader.end  # input is ignored from now on, buffered too
+        self._backlog.clear()
 
     def _on_message(self, type_id: int, msid: int, timestamp: int, body: bytearray) -> None:
         if type_id == MessageType.COMMAND_AMF0:
@@ -435,9 +449,9 @@ class ServerConnection:
                 app=self.app,
                 tc_url=_text(props.get("tcUrl")),
                 flash_version=_text(props.get("flashVer")),
-                object_encoding=int(encoding) if isinstance(encoding, float) else 0,
+                object_encoding=_int(encoding),
                 fourcc_list=fourccs,
-                caps_ex=int(caps_ex) if isinstance(caps_ex, float) else 0,
+                caps_ex=_int(caps_ex),
                 properties=props,
             )
         )
@@ -487,8 +501,9 @@ class ServerConnection:
     def _on_stop(self, msid: int, name: str, args: list[Any]) -> None:
         target = self.publishing_stream_id
         if name == "deleteStream" and args and isinstance(args[0], float):
-            if int(args[0]) != target:
-                self.streams.pop(int(args[0]), None)
+            stream_id = _int(args[0], -1)
+            if stream_id != target:
+                self.streams.pop(stream_id, None)
                 return
         elif name == "closeStream" and msid != target:
             return
@@ -601,3 +616,8 @@ def _amf3_wrapper_offset(body: bytearray) -> int:
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _int(value: Any, default: int = 0) -> int:
+    """An AMF0 number as an int; NaN and infinities (int() raises on them) give default."""
+    return int(value) if isinstance(value, float) and math.isfinite(value) else default

@@ -83,7 +83,8 @@ def _answer(peer_digest: bytes, key: bytes, random_bytes: RandomBytes) -> bytes:
     return body + _hmac(_hmac(key, peer_digest), body)
 
 
-def _check_c0(version: int) -> None:
+def check_c0(version: int) -> None:
+    """Refuse a wrong C0 from its first byte: port scanners and HTTP clients send few bytes."""
     if version == RTMP_VERSION:
         return
     if version in (6, 8, 9):
@@ -99,7 +100,7 @@ def server_reply(c0c1: bytes, *, epoch_ms: int, random_bytes: RandomBytes) -> Se
     """Answer C0+C1 (1537 bytes) with S0+S1+S2."""
     if len(c0c1) != 1 + HANDSHAKE_SIZE:
         raise ValueError("C0+C1 must be 1537 bytes")
-    _check_c0(c0c1[0])
+    check_c0(c0c1[0])
     c1 = c0c1[1:]
     time_field = (epoch_ms & 0xFFFFFFFF).to_bytes(4, "big")
     found = find_digest(c1, _FP_KEY_SHORT) if c1[4:8] != b"\x00\x00\x00\x00" else None
