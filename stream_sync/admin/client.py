@@ -1,0 +1,41 @@
+"""Calls into a running server; None means no server is running on this data folder."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from . import SOCKET_NAME
+
+MAX_REPLY = 1024 * 1024
+REPLY_TIMEOUT = 10.0
+
+
+class AdminError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+async def call(data_dir: Path, op: str, **params: Any) -> Any | None:
+    path = data_dir / SOCKET_NAME
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_unix_connection(str(path), limit=MAX_REPLY), REPLY_TIMEOUT
+        )
+    except (FileNotFoundError, ConnectionRefusedError):
+        return None
+    try:
+        writer.write(json.dumps({"op": op, **params}).encode() + b"\n")
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), REPLY_TIMEOUT)
+    finally:
+        writer.close()
+    if not line:
+        raise AdminError("no_reply", "the running server closed the admin connection")
+    reply = json.loads(line)
+    if "error" in reply:
+        raise AdminError(reply["error"]["code"], reply["error"]["message"])
+    return reply["result"]

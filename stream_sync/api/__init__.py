@@ -1,0 +1,1 @@
+"""The HTTP control plane (health and live streams for now; the dashboard grows here)."""

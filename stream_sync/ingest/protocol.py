@@ -1,0 +1,268 @@
+"""One RTMP connection: moves bytes between a socket and the sans-IO core.
+
+asyncio's BufferedProtocol lets the event loop read straight into the core's
+per-connection buffer, so a media byte is never copied on the way in. Everything
+that can go wrong with the peer ends this connection with one log line; nothing
+here can raise into the event loop or touch another connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
+from ..rtmp.connection import ServerConnection
+from ..rtmp.errors import ProtocolError
+from ..rtmp.events import (
+    CodecConfigured,
+    ConnectRequested,
+    Event,
+    MetadataReceived,
+    PublishRequested,
+    PublishStopped,
+)
+from ..state.interfaces import PublishEnded, PublishStarted
+from .admission import PublishGrant, PublishRefusal
+
+if TYPE_CHECKING:
+    from .server import IngestServer
+
+log = logging.getLogger("stream_sync.ingest")
+_ids = itertools.count(1)
+LINGER_SECONDS = 2.0  # after a refusal, how long we wait for the peer to read it and go
+
+
+class RtmpProtocol(asyncio.BufferedProtocol):
+    def __init__(self, server: IngestServer) -> None:
+        self.server = server
+        self.id = f"c{next(_ids)}"
+        self.peer = "?"
+        self.transport: asyncio.Transport | None = None
+        self.opened_at = server.loop.time()  # the factory runs when the TCP accept happens
+        self.conn = ServerConnection(
+            server.config, now=self.opened_at, epoch_ms=int(time.time() * 1000)
+        )
+        self.grant: PublishGrant | None = None
+        self.publish_started_at: float | None = None
+        self.metadata: dict[str, Any] = {}
+        self.codecs: dict[str, str] = {}
+        self.close_reason: str | None = None
+        self.linger_until: float | None = None
+        self._reading_paused = False
+        self._admission: asyncio.Task[None] | None = None
+
+    # asyncio callbacks ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A TCP transport (uvloop's does not subclass asyncio.Transport, so no isinstance).
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.opened(self)
+        log.info("conn=%s peer=%s opened", self.id, self.peer)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.conn.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if not self._drive(self.conn.buffer_updated, nbytes, self.server.loop.time()):
+            return
+        if not self._reading_paused and not self.conn.get_buffer() and self.transport is not None:
+            self.transport.pause_reading()  # full while the application decides
+            self._reading_paused = True
+
+    def eof_received(self) -> bool:
+        if self.close_reason is None:
+            self.close_reason = "peer closed"
+        return False  # let asyncio close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._admission is not None:
+            self._admission.cancel()
+        reason = self.close_reason or (f"connection error: {exc}" if exc else "peer closed")
+        self._end_publish(reason)
+        conn = self.conn
+        duration = self.server.loop.time() - self.opened_at
+        extra = ""
+        if self.publish_started_at is not None:
+            c = conn.counters
+            extra = (
+                f" media_bytes={c.media_bytes} video_frames={c.video_frames}"
+                f" audio_frames={c.audio_frames} keyframes={c.keyframes}"
+            )
+        log.info(
+            "conn=%s peer=%s closed reason=%r duration=%.2fs bytes_in=%d%s",
+            self.id,
+            self.peer,
+            reason,
+            duration,
+            conn.bytes_received,
+            extra,
+        )
+        self.server.closed(self)
+
+    # Events from the core ------------------------------------------------------------
+
+    def _drive(self, step: Callable[..., list[Event]], *args: Any) -> bool:
+        """Run one step of the core, act on its events, send what it queued.
+
+        False when the peer broke the protocol and the connection is being dropped.
+        """
+        try:
+            events = step(*args)
+            if events:
+                self._handle(events)
+        except ProtocolError as exc:
+            self.abort(f"protocol error: {exc}")
+            return False
+        self._flush()
+        return True
+
+    def _handle(self, events: list[Event]) -> None:
+        conn = self.conn
+        for event in events:
+            if isinstance(event, ConnectRequested):
+                refusal = self.server.admission.check_connect(event)
+                if refusal is None:
+                    self._handle(conn.accept_connect())
+                else:
+                    conn.reject_connect(refusal)
+                    log.info(
+                        "conn=%s peer=%s connect refused reason=%r", self.id, self.peer, refusal
+                    )
+                    self._finish("connect refused")
+            elif isinstance(event, PublishRequested):
+                self._admission = self.server.loop.create_task(self._admit(event))
+            elif isinstance(event, PublishStopped):
+                self._end_publish(f"client stopped ({event.reason})")
+            elif isinstance(event, MetadataReceived):
+                self.metadata = event.metadata
+            elif isinstance(event, CodecConfigured):
+                self.codecs[event.media] = event.packet.codec
+
+    async def _admit(self, event: PublishRequested) -> None:
+        conn = self.conn
+        server = self.server
+        try:
+            decision = await asyncio.wait_for(
+                server.admission.admit_publish(event.name, owner=self.id),
+                server.admission_timeout,
+            )
+        except TimeoutError:
+            decision = PublishRefusal("unavailable", "Server busy; try again shortly.")
+            log.warning("conn=%s admission timed out after %gs", self.id, server.admission_timeout)
+        except Exception:
+            log.exception("conn=%s admission failed", self.id)
+            decision = PublishRefusal("unavailable", "Server error; try again shortly.")
+        finally:
+            self._admission = None
+        if self.transport is None or self.transport.is_closing():
+            if isinstance(decision, PublishGrant):
+                await server.admission.release(decision)
+            return
+        if isinstance(decision, PublishRefusal):
+            conn.reject_publish(event.stream_id, decision.description, decision.code)
+            log.info(
+                "conn=%s peer=%s publish refused reason=%s key_id=%s",
+                self.id,
+                self.peer,
+                decision.reason,
+                decision.key_id or "-",
+            )
+            self._finish(f"publish refused ({decision.reason})")
+            return
+        self.grant = decision
+        self.publish_started_at = server.loop.time()
+        server.publishers[self.id] = self
+        log.info(
+            "conn=%s peer=%s publish accepted channel=%s key_id=%s token=%d",
+            self.id,
+            self.peer,
+            decision.channel_name,
+            decision.key_id,
+            decision.lease.token,
+        )
+        await server.bus.publish(PublishStarted(decision.channel_id, decision.key_id, self.id))
+        if not self._drive(conn.accept_publish, event.stream_id):
+            return
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    # Ending --------------------------------------------------------------------------
+
+    def stop_publish(self, description: str, reason: str) -> None:
+        """End a live publish from our side (key reset, kick, shutdown)."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.conn.end_publish(description)
+        self._finish(reason)
+
+    def abort(self, reason: str) -> None:
+        self.close_reason = reason
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _finish(self, reason: str) -> None:
+        """Send what is queued, then half-close and give the peer a moment to read it.
+
+        Closing at once could make the kernel answer the peer's next bytes with a
+        reset that destroys our refusal before the encoder reads it.
+        """
+        self.close_reason = reason
+        self._flush()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.can_write_eof():
+            transport.write_eof()
+            self.linger_until = self.server.loop.time() + LINGER_SECONDS
+        else:
+            transport.close()
+
+    def _flush(self) -> None:
+        conn, transport = self.conn, self.transport
+        if transport is None:
+            return
+        data = conn.data_to_send()
+        if data and not transport.is_closing():
+            transport.write(data)
+
+    def _end_publish(self, reason: str) -> None:
+        grant, self.grant = self.grant, None
+        if grant is None:
+            return
+        server = self.server
+        server.publishers.pop(self.id, None)
+        counters = self.conn.counters
+        log.info(
+            "conn=%s publish ended channel=%s key_id=%s reason=%r",
+            self.id,
+            grant.channel_name,
+            grant.key_id,
+            reason,
+        )
+        server.spawn(server.admission.release(grant))
+        server.spawn(
+            server.bus.publish(
+                PublishEnded(
+                    grant.channel_id,
+                    grant.key_id,
+                    self.id,
+                    reason,
+                    counters.media_bytes,
+                    counters.video_frames,
+                    counters.audio_frames,
+                    self.codecs.get("video"),
+                    self.codecs.get("audio"),
+                )
+            )
+        )

@@ -1,0 +1,121 @@
+"""One settings object for every role, from command-line options and STREAM_SYNC_* variables.
+
+Command-line options win over environment variables, which win over defaults. A bad
+value becomes a `SettingsError` whose message is one line naming the option, the
+variable and the problem, so the CLI never shows a validation traceback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import platformdirs
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .rtmp.config import RtmpConfig
+
+ENV_PREFIX = "STREAM_SYNC_"
+
+
+class SettingsError(Exception):
+    """A configuration value is unusable; the message is one line for the operator."""
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("stream-sync", appauthor=False))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    host: str = "127.0.0.1"
+    rtmp_port: int = Field(1935, ge=0, le=65535)
+    http_port: int = Field(8080, ge=0, le=65535)
+    public_url: str | None = None
+    rtmp_app: str = Field("live", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    database_url: str | None = None
+
+    # RTMP limits (see rtmp.config.RtmpConfig for what each one guards).
+    handshake_timeout: float = Field(5.0, gt=0, le=300)
+    idle_timeout: float = Field(30.0, gt=0, le=3600)
+    admission_timeout: float = Field(5.0, gt=0, le=60)
+    max_message_size: int = Field(8 * 1024 * 1024, ge=64 * 1024, le=0xFFFFFF)
+    max_control_size: int = Field(64 * 1024, ge=4 * 1024, le=1024 * 1024)
+    max_chunk_streams: int = Field(64, ge=4, le=65599)
+    min_chunk_size: int = Field(128, ge=128, le=65536)
+    max_chunk_size: int = Field(65536, ge=128, le=0x7FFFFFFF)
+    out_chunk_size: int = Field(4096, ge=128, le=65536)
+    read_buffer_size: int = Field(64 * 1024, ge=4096, le=16 * 1024 * 1024)
+    shutdown_grace: float = Field(2.0, ge=0, le=60)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if not value or any(ch.isspace() for ch in value):
+            raise ValueError("must be a host name or an IP address")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("rtmp", "rtmps") or not parts.hostname:
+            raise ValueError("must look like rtmp://ingest.example.com/live")
+        return value.rstrip("/")
+
+    def rtmp_config(self) -> RtmpConfig:
+        if self.min_chunk_size > self.max_chunk_size:
+            raise SettingsError("min_chunk_size is larger than max_chunk_size")
+        return RtmpConfig(
+            read_buffer_size=self.read_buffer_size,
+            max_message_size=self.max_message_size,
+            max_control_size=self.max_control_size,
+            max_chunk_streams=self.max_chunk_streams,
+            min_chunk_size=self.min_chunk_size,
+            max_chunk_size=self.max_chunk_size,
+            out_chunk_size=self.out_chunk_size,
+            handshake_timeout=self.handshake_timeout,
+            idle_timeout=self.idle_timeout,
+        )
+
+    def public_rtmp_url(self, bound_port: int | None = None) -> str:
+        """The server URL an encoder is given (OBS's "Server" field)."""
+        if self.public_url:
+            return self.public_url
+        port = self.rtmp_port if bound_port is None else bound_port
+        return f"rtmp://{_url_host(self.host)}{'' if port == 1935 else f':{port}'}/{self.rtmp_app}"
+
+
+def _url_host(host: str) -> str:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if address.is_unspecified:
+        return "localhost"  # listening everywhere; the operator sets --public-url for others
+    return f"[{host}]" if address.version == 6 else host
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from options (None means "not given") over the environment."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]) if error["loc"] else "settings"
+        option = "--" + name.replace("_", "-")
+        variable = ENV_PREFIX + name.upper()
+        value = error.get("input")
+        shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+        raise SettingsError(
+            f"invalid {option} / {variable}: {error['msg'].rstrip('.')}{shown}"
+        ) from None

@@ -1,0 +1,199 @@
+"""The product as an operator uses it: `stream-sync` processes, FFmpeg, signals, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import debian_ffmpeg, ffmpeg_command, run_process
+
+CLI = [sys.executable, "-m", "stream_sync"]
+KEY = re.compile(r"ssk_[0-9A-Za-z]{12}_[0-9A-Za-z]{43}")
+
+
+async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    proc = await run_process([*CLI, *args], env=env)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+class ServerProcess:
+    """A `stream-sync serve` child; its log lines are the events a test can await."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self.rtmp_url = ""
+        self.http_url = ""
+        self._changed = asyncio.Condition()
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stderr is not None
+        while line := await self.proc.stderr.readline():
+            async with self._changed:
+                self.lines.append(line.decode())
+                self._changed.notify_all()
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for_log(
+        self, pattern: str, start: int = 0, timeout: float = 20
+    ) -> re.Match[str]:
+        """The first log line from index start on that matches pattern."""
+        regex = re.compile(pattern)
+
+        def find() -> re.Match[str] | None:
+            for line in self.lines[start:]:
+                if match := regex.search(line):
+                    return match
+            return None
+
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: find() is not None or self._reader.done())
+        found = find()
+        if found is None:
+            raise AssertionError(f"server exited without logging {pattern!r}:\n{self.log}")
+        return found
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    async def stop(self) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(self.proc.wait(), 10)
+        await self._reader
+        return code
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
+    data = tmp_path / "data"
+    proc = await run_process(
+        [*CLI, "serve", "--data-dir", str(data), "--rtmp-port", "0", "--http-port", "0"]
+    )
+    running = ServerProcess(proc)
+    try:
+        running.rtmp_url = (await running.wait_for_log(r"RTMP ingest listening on (\S+)")).group(1)
+        running.http_url = (await running.wait_for_log(r"HTTP listening on (\S+)")).group(1)
+        yield running
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_operator_flow_create_publish_reset_shutdown(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    data = str(tmp_path / "data")
+    code, out, err = await cli("channels", "create", "demo", "--data-dir", data)
+    assert code == 0, err
+    key = KEY.search(out)
+    assert key is not None
+    assert f"Server:     {server.rtmp_url}" in out  # the running server's real URL
+    key_id = key.group(0)[4:16]
+
+    publisher = await run_process(
+        ffmpeg_command(debian_ffmpeg(), f"{server.rtmp_url}/{key.group(0)}", seconds=30)
+    )
+    await server.wait_for_log(f"publish accepted channel=demo key_id={key_id}")
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        streams = (await http.get("/api/v1/streams")).json()
+        assert streams[0]["channel"] == "demo"
+        assert streams[0]["key_id"] == key_id
+        assert (await http.get("/healthz")).json() == {"status": "ok"}
+        assert (await http.get("/readyz")).status_code == 200
+
+    code, out, _ = await cli("channels", "list", "--data-dir", data)
+    assert code == 0
+    assert re.search(rf"^demo\s+ch_\S+\s+{key_id}\s+.*\blive$", out, re.MULTILINE)
+
+    code, out, err = await cli("keys", "reset", "demo", "--data-dir", data)
+    assert code == 0, err
+    new_key = KEY.search(out)
+    assert new_key is not None
+    assert new_key.group(0) != key.group(0)
+    await asyncio.wait_for(publisher.wait(), 3)
+    assert publisher.returncode != 0
+
+    new_key_id = new_key.group(0)[4:16]
+    fresh = await run_process(
+        ffmpeg_command(debian_ffmpeg(), f"{server.rtmp_url}/{new_key.group(0)}", seconds=30)
+    )
+    await server.wait_for_log(f"publish accepted channel=demo key_id={new_key_id}")
+
+    assert await server.stop() == 0
+    await asyncio.wait_for(fresh.wait(), 5)
+    assert "reason='server shutdown'" in server.log
+    assert key.group(0) not in server.log
+    assert new_key.group(0) not in server.log
+    assert f"key_id={key_id}" in server.log
+    assert "Traceback" not in server.log
+
+
+async def test_keys_reset_without_a_running_server_writes_the_database(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    assert (await cli("channels", "create", "solo", "--data-dir", data))[0] == 0
+    code, out, err = await cli("keys", "reset", "solo", "--data-dir", data)
+    assert code == 0, err
+    assert KEY.search(out)
+    code, _, err = await cli("keys", "reset", "nope", "--data-dir", data)
+    assert code == 1
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--rtmp-port", "70000"], {}, "invalid --rtmp-port / STREAM_SYNC_RTMP_PORT"),
+        ([], {"STREAM_SYNC_HTTP_PORT": "eighty"}, "invalid --http-port / STREAM_SYNC_HTTP_PORT"),
+        ([], {"STREAM_SYNC_IDLE_TIMEOUT": "-1"}, "invalid --idle-timeout"),
+        (["--public-url", "http://x"], {}, "must look like rtmp://"),
+    ],
+)
+async def test_bad_configuration_is_one_line(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    environment = {**os.environ, **env}
+    code, _, err = await cli("serve", "--data-dir", str(tmp_path), *args, env=environment)
+    assert code == 1
+    assert message in err
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+async def test_port_in_use_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = await cli(
+            "serve", "--data-dir", str(tmp_path), "--rtmp-port", str(port), "--http-port", "0"
+        )
+    assert code == 1
+    assert "already in use" in err
+    assert "Traceback" not in err
+
+
+async def test_second_server_on_the_same_data_folder_is_refused(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    code, _, err = await cli(
+        "serve", "--data-dir", str(tmp_path / "data"), "--rtmp-port", "0", "--http-port", "0"
+    )
+    assert code == 1
+    assert "already running" in err

@@ -1,0 +1,212 @@
+"""Helpers shared by the test suites: required tools, event waiting, encoder commands."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pytest
+
+from stream_sync.state.interfaces import BusEvent, EventBus
+
+E = TypeVar("E", bound=BusEvent)
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(available: bool, what: str) -> None:
+    """Skip on a developer's laptop without the tool; fail in CI, where it must exist."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is required when CI=true (.ci/run installs it)")
+    pytest.skip(f"{what} is not available")
+
+
+def debian_ffmpeg() -> str:
+    path = shutil.which("ffmpeg")
+    require(path is not None, "ffmpeg (Debian package ffmpeg)")
+    assert path is not None
+    return path
+
+
+def static_ffmpeg() -> str:
+    """FFmpeg 7+ from PyPI (imageio-ffmpeg): Debian's 5.1 predates Enhanced RTMP."""
+    import imageio_ffmpeg
+
+    path: str = imageio_ffmpeg.get_ffmpeg_exe()
+    return path
+
+
+def gstreamer(element: str) -> str:
+    path = shutil.which("gst-launch-1.0")
+    inspect = shutil.which("gst-inspect-1.0")
+    found = path is not None and inspect is not None
+    if found:
+        probe = subprocess.run([inspect, element], capture_output=True, check=False)
+        found = probe.returncode == 0
+    require(found, f"GStreamer with the {element} element")
+    assert path is not None
+    return path
+
+
+def ffmpeg_command(
+    exe: str,
+    url: str,
+    *,
+    seconds: float,
+    video: tuple[str, ...] = ("-c:v", "libx264", "-preset", "ultrafast", "-g", "15"),
+    audio: tuple[str, ...] = ("-c:a", "aac", "-b:a", "64k", "-ac", "1"),
+    output: tuple[str, ...] = (),
+) -> list[str]:
+    """320x240 at 15 fps plus a 48 kHz sine, in real time, as the captures were made."""
+    return [
+        exe,
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=15",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-t",
+        str(seconds),
+        "-pix_fmt",
+        "yuv420p",
+        *video,
+        *audio,
+        *output,
+        "-f",
+        "flv",
+        url,
+    ]
+
+
+def gst_command(exe: str, sink: list[str], *, frames: int) -> list[str]:
+    """The captures' GStreamer pipeline (H.264 Main + AAC through flvmux) into sink."""
+    audio_buffers = frames * 48000 // 15 // 1024
+    video = (
+        f"videotestsrc is-live=true num-buffers={frames} pattern=smpte "
+        "! video/x-raw,width=320,height=240,framerate=15/1 "
+        "! x264enc bitrate=300 key-int-max=15 speed-preset=ultrafast tune=zerolatency "
+        "! video/x-h264,profile=main ! h264parse ! queue ! flvmux name=mux streamable=true !"
+    )
+    audio = (
+        "audiotestsrc is-live=true wave=sine freq=440 samplesperbuffer=1024 "
+        f"num-buffers={audio_buffers} ! audio/x-raw,rate=48000,channels=1 ! audioconvert "
+        "! avenc_aac bitrate=64000 ! aacparse ! queue ! mux."
+    )
+    return [exe, "-q", "-e", *video.split(), *sink, *audio.split()]
+
+
+async def run_process(args: list[str], **kwargs: Any) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        **kwargs,
+    )
+
+
+class BusRecorder:
+    """Records every bus event and lets a test await the one it expects."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.events: list[BusEvent] = []
+        self._changed = asyncio.Condition()
+        self._subscription = bus.subscribe()
+        self._task = asyncio.get_running_loop().create_task(self._record())
+
+    async def _record(self) -> None:
+        async for event in self._subscription:
+            async with self._changed:
+                self.events.append(event)
+                self._changed.notify_all()
+
+    async def wait_for(
+        self, kind: type[E], predicate: Callable[[E], bool] = lambda _: True, timeout: float = 15
+    ) -> E:
+        def find() -> E | None:
+            for event in self.events:
+                if isinstance(event, kind) and predicate(event):
+                    return event
+            return None
+
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: find() is not None)
+        found = find()
+        assert found is not None
+        return found
+
+    def of(self, kind: type[E]) -> list[E]:
+        return [event for event in self.events if isinstance(event, kind)]
+
+    async def close(self) -> None:
+        self._task.cancel()
+        self._subscription.close()
+
+
+class RtmpTestClient:
+    """stream-sync's own sans-IO client over a real socket, for precise misbehaviour."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        from stream_sync.rtmp.client import ClientConnection
+
+        self.reader = reader
+        self.writer = writer
+        self.conn: ClientConnection | None = None
+
+    @classmethod
+    async def open(cls, port: int) -> RtmpTestClient:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def connect(self, app: str = "live") -> list[Any]:
+        """Handshake and connect; returns the client events up to the connect answer."""
+        from stream_sync.rtmp.client import ClientConnection, Connected, ConnectRefused
+
+        loop = asyncio.get_running_loop()
+        self.conn = ClientConnection(app=app, tc_url=f"rtmp://127.0.0.1/{app}", now=loop.time())
+        answered = (Connected, ConnectRefused)
+        return await self.exchange(lambda events: any(isinstance(e, answered) for e in events))
+
+    async def exchange(self, done: Callable[[list[Any]], bool], timeout: float = 5) -> list[Any]:
+        assert self.conn is not None
+        events: list[Any] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                self.writer.write(self.conn.data_to_send())
+                await self.writer.drain()
+                if done(events):
+                    return events
+                data = await self.reader.read(65536)
+                if not data:
+                    raise ConnectionError("server closed the connection")
+                events += self.conn.receive_data(data)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def wait_closed(self, timeout: float) -> None:
+        """Return once the server has closed the connection (EOF or reset)."""
+        async with asyncio.timeout(timeout):
+            try:
+                while await self.reader.read(65536):
+                    pass
+            except ConnectionError:
+                pass
+
+    def close(self) -> None:
+        self.writer.close()
