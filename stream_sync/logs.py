@@ -46,5 +46,6 @@ def configure(level: str = "info") -> None:
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # its start/stop lines repeat ours
     logging.getLogger("aiosqlite").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)

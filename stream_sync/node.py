@@ -118,6 +118,12 @@ class Node:
         log.info("RTMP ingest listening on %s", self.rtmp_url)
         log.info("HTTP listening on http://%s:%d", settings.host, self.http_port)
         log.info("data folder %s", settings.data_dir)
+        async with self.sessions() as session:
+            if not await service.list_channels(session):
+                log.info(
+                    "no channels yet: stream-sync channels create NAME --data-dir %s",
+                    settings.data_dir,
+                )
 
     async def _start_http(self) -> None:
         family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
