@@ -1,16 +1,20 @@
-"""Engines, sessions and schema upgrades for the credential store.
+"""Engines, sessions and schema migrations for the control plane's database.
 
-SQLite is the default (one file in the data directory); any SQLAlchemy async URL
-works, so a later switch to PostgreSQL is a configuration change.
+SQLite (aiosqlite) is the embedded default, one file in the data directory;
+PostgreSQL (asyncpg) is the production engine. The engine is chosen by URL.
 """
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
@@ -21,15 +25,17 @@ from sqlalchemy.ext.asyncio import (
 )
 
 DATABASE_FILENAME = "stream-sync.db"
+_PRAGMA_ATTEMPTS = 5
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
-# WAL lets readers (ingest auth checks) run while the dashboard writes; busy_timeout
-# waits for a writer instead of failing at once; SQLite ignores foreign keys,
-# including ON DELETE CASCADE, unless told per connection; NORMAL is durable
-# enough under WAL and avoids an fsync per commit.
+# busy_timeout waits for a writer instead of failing at once; it comes first, because
+# switching a new database to WAL needs a lock that another process may hold. WAL
+# lets readers (ingest auth checks) run while the dashboard writes; SQLite ignores
+# foreign keys, including ON DELETE CASCADE, unless told per connection; NORMAL is
+# durable enough under WAL and avoids an fsync per commit.
 SQLITE_PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
     "PRAGMA busy_timeout=5000",
+    "PRAGMA journal_mode=WAL",
     "PRAGMA foreign_keys=ON",
     "PRAGMA synchronous=NORMAL",
 )
@@ -50,7 +56,17 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _connection_record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         for pragma in SQLITE_PRAGMAS:
-            cursor.execute(pragma)
+            for attempt in range(_PRAGMA_ATTEMPTS):
+                try:
+                    cursor.execute(pragma)
+                    break
+                except sqlite3.OperationalError as exc:
+                    # Two processes opening a new database both switch it to WAL;
+                    # SQLite may refuse one at once, without waiting, to avoid a
+                    # deadlock. The next attempt waits (busy_timeout) and then finds
+                    # WAL already set.
+                    if "locked" not in str(exc) or attempt == _PRAGMA_ATTEMPTS - 1:
+                        raise
     finally:
         cursor.close()
 
@@ -72,8 +88,38 @@ def alembic_config(url: str | None = None) -> Config:
     return config
 
 
+# Any fixed number: every stream-sync process migrating the same PostgreSQL
+# database takes this advisory lock, so two starting nodes migrate one at a time.
+_MIGRATION_LOCK = 0x5354_5359_4E43
+
+
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` on the engine's own database."""
+    """Bring the schema up to ``revision`` on the engine's own database, in one transaction."""
+    await _migrate(engine, command.upgrade, revision)
+
+
+async def downgrade(engine: AsyncEngine, revision: str) -> None:
+    """Take the schema back to ``revision`` (data in dropped columns and tables is lost)."""
+    await _migrate(engine, command.downgrade, revision)
+
+
+def head_revision() -> str:
+    """The newest migration this code ships."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError("no migrations found")
+    return head
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The database's schema revision; None for an empty database."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(
+            lambda sync: MigrationContext.configure(sync).get_current_revision()
+        )
+
+
+async def _migrate(engine: AsyncEngine, step: Callable[[Config, str], None], revision: str) -> None:
     config = alembic_config()
     async with engine.connect() as conn:
         sqlite = conn.dialect.name == "sqlite"
@@ -85,16 +131,31 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
             await conn.commit()
         try:
             async with conn.begin():
-                await conn.run_sync(_run_upgrade, config, revision, sqlite)
+                # Two processes starting at once must not both find the database
+                # unmigrated: the first takes the lock, the second waits and then
+                # finds nothing left to do.
+                if sqlite:
+                    # The driver has not begun a transaction yet (it does so lazily,
+                    # before the first write); take the write lock before reading.
+                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                elif conn.dialect.name == "postgresql":
+                    await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
+                await conn.run_sync(_run, config, step, revision, sqlite)
         finally:
             if sqlite:
                 await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
                 await conn.commit()
 
 
-def _run_upgrade(connection: Connection, config: Config, revision: str, sqlite: bool) -> None:
+def _run(
+    connection: Connection,
+    config: Config,
+    step: Callable[[Config, str], None],
+    revision: str,
+    sqlite: bool,
+) -> None:
     config.attributes["connection"] = connection
-    command.upgrade(config, revision)
+    step(config, revision)
     if sqlite:
         violation = connection.exec_driver_sql("PRAGMA foreign_key_check").first()
         if violation is not None:

@@ -1,4 +1,4 @@
-"""The credential store's schema, as typed SQLAlchemy models.
+"""The control plane's schema, as typed SQLAlchemy models.
 
 Everything here must stay portable to PostgreSQL: the engine is chosen by URL, so
 no SQLite-only SQL. The hand-written migrations mirror these models exactly; a
@@ -8,12 +8,19 @@ test compares them so the two cannot drift.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
     DateTime,
     Dialect,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     String,
@@ -33,6 +40,7 @@ NAMING_CONVENTION = {
 }
 
 CHANNEL_NAME_MAX = 64
+EMAIL_MAX = 254
 
 
 def utcnow() -> datetime:
@@ -71,6 +79,72 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+class Role(StrEnum):
+    ADMIN = "admin"
+    STREAMER = "streamer"
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint("role IN ('admin', 'streamer')", name="role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX), unique=True)  # stored lowercase
+    password_hash: Mapped[str] = mapped_column(String(255))  # argon2id, PHC string
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # An admin-started password reset: the hash of a one-time token, until it expires.
+    reset_token_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
+    reset_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AuthSession(Base):
+    """A signed-in browser. The cookie holds a random token; only its hash is stored."""
+
+    __tablename__ = "auth_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    source_address: Mapped[str | None] = mapped_column(String(64))
+
+
+class ApiToken(Base):
+    """A token for scripts: `sst_<token id>_<secret>`, looked up by id, checked by hash."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_id: Mapped[str] = mapped_column(String(32), unique=True)
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class IngestServer(Base):
+    """The operator's configuration of an ingest server; its live load is in the state layer."""
+
+    __tablename__ = "ingest_servers"
+    __table_args__ = (CheckConstraint("capacity >= 0", name="capacity"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    rtmp_url: Mapped[str] = mapped_column(String(255))
+    region: Mapped[str | None] = mapped_column(String(64))
+    capacity: Mapped[int] = mapped_column(Integer, default=100)  # publishers
+    draining: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class Channel(Base):
     __tablename__ = "channels"
 
@@ -79,21 +153,30 @@ class Channel(Base):
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
     name: Mapped[str] = mapped_column(String(CHANNEL_NAME_MAX), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # NULL until an owner exists (channels made before the first admin); admins see all.
+    owner_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    # The channel-to-ingest mapping: a preference unless enforcement is configured.
+    ingest_server_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ingest_servers.id", ondelete="SET NULL"), index=True
+    )
 
 
 class StreamKey(Base):
-    """One issued key. Revoked rows stay, so a revoked key is told apart from a typo."""
+    """One issued key. Revoked and expired rows stay, so they are told apart from typos."""
 
     __tablename__ = "stream_keys"
     __table_args__ = (
-        # At most one active key per channel, enforced by the database so two
-        # concurrent resets cannot both win.
+        # At most one key per channel without an expiry, enforced by the database so
+        # two concurrent resets cannot both win. A rotated-out key gets an expiry
+        # and keeps working until then, beside the new one.
         Index(
-            "uq_stream_keys_channel_id_active",
+            "uq_stream_keys_channel_id_current",
             "channel_id",
             unique=True,
-            sqlite_where=text("revoked_at IS NULL"),
-            postgresql_where=text("revoked_at IS NULL"),
+            sqlite_where=text("revoked_at IS NULL AND expires_at IS NULL"),
+            postgresql_where=text("revoked_at IS NULL AND expires_at IS NULL"),
         ),
     )
 
@@ -108,4 +191,52 @@ class StreamKey(Base):
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class PublishSession(Base):
+    """One live session of a channel, from the first accepted publish to going offline."""
+
+    __tablename__ = "publish_sessions"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    channel_id: Mapped[int] = mapped_column(
+        ForeignKey("channels.id", ondelete="CASCADE"), index=True
+    )
+    key_id: Mapped[str] = mapped_column(String(32))
+    node: Mapped[str] = mapped_column(String(64))
+    remote_address: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    end_reason: Mapped[str | None] = mapped_column(String(128))
+    media_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    video_frames: Mapped[int] = mapped_column(BigInteger, default=0)
+    audio_frames: Mapped[int] = mapped_column(BigInteger, default=0)
+    video_codec: Mapped[str | None] = mapped_column(String(16))
+    audio_codec: Mapped[str | None] = mapped_column(String(16))
+
+
+class AuditEntry(Base):
+    """Append-only: rows are inserted and, past retention, deleted; never updated.
+
+    Refused publishes arrive aggregated: one row per key id, address and reason per
+    minute, with `count`.
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    actor_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    actor: Mapped[str] = mapped_column(String(EMAIL_MAX))  # email, "cli", "system", ...
+    channel_id: Mapped[int | None] = mapped_column(
+        ForeignKey("channels.id", ondelete="SET NULL"), index=True
+    )
+    key_id: Mapped[str | None] = mapped_column(String(32))
+    source_address: Mapped[str | None] = mapped_column(String(64))
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -4,12 +4,14 @@ import asyncio
 import os
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import InvalidRequestError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from stream_sync import audit
 from stream_sync.credentials import (
     ChannelExists,
     ChannelNotFound,
@@ -20,6 +22,7 @@ from stream_sync.credentials import (
     RefusalReason,
     ServerSecrets,
     create_channel,
+    find_channel,
     generate_key,
     list_channels,
     mark_used,
@@ -32,12 +35,15 @@ from stream_sync.db import StreamKey
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 T1 = datetime(2025, 3, 2, 8, 30, tzinfo=UTC)
+ACTOR = audit.Actor.cli()
 
 
 async def test_created_channel_key_verifies(
     session: AsyncSession, server_secrets: ServerSecrets
 ) -> None:
-    created = await create_channel(session, secrets=server_secrets, name="main", now=T0)
+    created = await create_channel(
+        session, secrets=server_secrets, actor=ACTOR, name="main", now=T0
+    )
     assert re.fullmatch(r"ch_[0-9A-Za-z]{16}", created.public_id)
     assert created.name == "main"
     check = await verify_key(session, secrets=server_secrets, presented=created.key)
@@ -54,8 +60,10 @@ async def test_created_channel_key_verifies(
 async def test_results_never_show_the_key_in_repr(
     session: AsyncSession, server_secrets: ServerSecrets
 ) -> None:
-    created = await create_channel(session, secrets=server_secrets, name="main")
-    reset = await reset_key(session, secrets=server_secrets, channel_name="main")
+    created = await create_channel(session, secrets=server_secrets, actor=ACTOR, name="main")
+    reset = await reset_key(
+        session, secrets=server_secrets, channel_id=created.channel_id, actor=ACTOR
+    )
     for result, key in ((created, created.key), (reset, reset.key)):
         assert key not in repr(result)
         assert key.split("_")[2] not in repr(result)
@@ -64,7 +72,7 @@ async def test_results_never_show_the_key_in_repr(
 async def test_only_the_hmac_and_ciphertext_are_stored(
     session: AsyncSession, server_secrets: ServerSecrets
 ) -> None:
-    created = await create_channel(session, secrets=server_secrets, name="main")
+    created = await create_channel(session, secrets=server_secrets, actor=ACTOR, name="main")
     row = await session.scalar(select(StreamKey))
     await session.commit()
     assert row is not None
@@ -78,7 +86,9 @@ async def test_only_the_hmac_and_ciphertext_are_stored(
 async def test_valid_names_are_accepted(
     session: AsyncSession, server_secrets: ServerSecrets, name: str
 ) -> None:
-    assert (await create_channel(session, secrets=server_secrets, name=name)).name == name
+    assert (
+        await create_channel(session, secrets=server_secrets, actor=ACTOR, name=name)
+    ).name == name
 
 
 @pytest.mark.parametrize(
@@ -89,7 +99,7 @@ async def test_invalid_names_are_refused(
     session: AsyncSession, server_secrets: ServerSecrets, name: str
 ) -> None:
     with pytest.raises(InvalidChannelName, match="lowercase") as caught:
-        await create_channel(session, secrets=server_secrets, name=name)
+        await create_channel(session, secrets=server_secrets, actor=ACTOR, name=name)
     assert caught.value.code == "invalid_channel_name"
     async with session.begin():
         assert await session.scalar(select(func.count()).select_from(StreamKey)) == 0
@@ -98,9 +108,9 @@ async def test_invalid_names_are_refused(
 async def test_duplicate_name_is_refused(
     session: AsyncSession, server_secrets: ServerSecrets
 ) -> None:
-    await create_channel(session, secrets=server_secrets, name="main")
+    await create_channel(session, secrets=server_secrets, actor=ACTOR, name="main")
     with pytest.raises(ChannelExists) as caught:
-        await create_channel(session, secrets=server_secrets, name="main")
+        await create_channel(session, secrets=server_secrets, actor=ACTOR, name="main")
     assert caught.value.code == "channel_exists"
     assert len(await list_channels(session)) == 1
 
@@ -110,7 +120,7 @@ async def test_concurrent_creates_of_one_name_leave_one_channel(
 ) -> None:
     async def create() -> object:
         async with sessions() as session:
-            return await create_channel(session, secrets=server_secrets, name="main")
+            return await create_channel(session, secrets=server_secrets, actor=ACTOR, name="main")
 
     results = await asyncio.gather(create(), create(), create(), return_exceptions=True)
     failures = [r for r in results if isinstance(r, BaseException)]
@@ -123,9 +133,11 @@ async def test_concurrent_creates_of_one_name_leave_one_channel(
 async def test_list_channels_by_name_with_active_key(
     session: AsyncSession, server_secrets: ServerSecrets
 ) -> None:
-    zed = await create_channel(session, secrets=server_secrets, name="zed", now=T0)
-    alpha = await create_channel(session, secrets=server_secrets, name="alpha", now=T0)
-    reset = await reset_key(session, secrets=server_secrets, channel_name="zed", now=T1)
+    zed = await create_channel(session, secrets=server_secrets, actor=ACTOR, name="zed", now=T0)
+    alpha = await create_channel(session, secrets=server_secrets, actor=ACTOR, name="alpha", now=T0)
+    reset = await reset_key(
+        session, secrets=server_secrets, channel_id=zed.channel_id, actor=ACTOR, now=T1
+    )
     summaries = await list_channels(session)
     assert [s.name for s in summaries] == ["alpha", "zed"]
     assert summaries[0].key_id == alpha.key_id
@@ -152,7 +164,7 @@ async def test_malformed_key_is_refused_without_a_lookup(
 async def test_well_formed_but_unknown_key_is_unknown(
     session: AsyncSession, server_secrets: ServerSecrets
 ) -> None:
-    await create_channel(session, secrets=server_secrets, name="main")
+    await create_channel(session, secrets=server_secrets, actor=ACTOR, name="main")
     stranger = generate_key()
     check = await verify_key(session, secrets=server_secrets, presented=stranger.key)
     assert (check.ok, check.reason, check.key_id) == (False, RefusalReason.UNKNOWN, stranger.key_id)
@@ -161,7 +173,7 @@ async def test_well_formed_but_unknown_key_is_unknown(
 async def test_known_key_id_with_wrong_secret_looks_unknown(
     session: AsyncSession, server_secrets: ServerSecrets
 ) -> None:
-    created = await create_channel(session, secrets=server_secrets, name="main")
+    created = await create_channel(session, secrets=server_secrets, actor=ACTOR, name="main")
     forged = created.key[:-1] + ("A" if created.key[-1] != "A" else "B")
     check = await verify_key(session, secrets=server_secrets, presented=forged)
     assert check.ok is False
@@ -173,7 +185,7 @@ async def test_known_key_id_with_wrong_secret_looks_unknown(
 async def test_other_servers_hmac_secret_does_not_verify(
     session: AsyncSession, server_secrets: ServerSecrets
 ) -> None:
-    created = await create_channel(session, secrets=server_secrets, name="main")
+    created = await create_channel(session, secrets=server_secrets, actor=ACTOR, name="main")
     other = ServerSecrets(hmac_key=os.urandom(32), encryption_key=server_secrets.encryption_key)
     check = await verify_key(session, secrets=other, presented=created.key)
     assert check.reason is RefusalReason.UNKNOWN
@@ -182,9 +194,11 @@ async def test_other_servers_hmac_secret_does_not_verify(
 async def test_reset_revokes_the_old_key_and_issues_a_new_one(
     session: AsyncSession, server_secrets: ServerSecrets
 ) -> None:
-    created = await create_channel(session, secrets=server_secrets, name="main")
-    reset = await reset_key(session, secrets=server_secrets, channel_name="main", now=T1)
-    assert reset.revoked_key_id == created.key_id
+    created = await create_channel(session, secrets=server_secrets, actor=ACTOR, name="main")
+    reset = await reset_key(
+        session, secrets=server_secrets, channel_id=created.channel_id, actor=ACTOR, now=T1
+    )
+    assert reset.revoked_key_ids == (created.key_id,)
     assert reset.key_id != created.key_id
     assert (reset.channel_id, reset.channel_name) == (created.channel_id, "main")
 
@@ -204,8 +218,8 @@ async def test_reset_revokes_the_old_key_and_issues_a_new_one(
 async def test_revoked_key_with_wrong_secret_is_unknown_not_revoked(
     session: AsyncSession, server_secrets: ServerSecrets
 ) -> None:
-    created = await create_channel(session, secrets=server_secrets, name="main")
-    await reset_key(session, secrets=server_secrets, channel_name="main")
+    created = await create_channel(session, secrets=server_secrets, actor=ACTOR, name="main")
+    await reset_key(session, secrets=server_secrets, channel_id=created.channel_id, actor=ACTOR)
     forged = created.key[:-1] + ("A" if created.key[-1] != "A" else "B")
     check = await verify_key(session, secrets=server_secrets, presented=forged)
     assert check.reason is RefusalReason.UNKNOWN
@@ -214,9 +228,10 @@ async def test_revoked_key_with_wrong_secret_is_unknown_not_revoked(
 async def test_reset_of_unknown_channel(
     session: AsyncSession, server_secrets: ServerSecrets
 ) -> None:
-    with pytest.raises(ChannelNotFound, match="'ghost'") as caught:
-        await reset_key(session, secrets=server_secrets, channel_name="ghost")
+    with pytest.raises(ChannelNotFound, match="id 4242") as caught:
+        await reset_key(session, secrets=server_secrets, channel_id=4242, actor=ACTOR)
     assert caught.value.code == "channel_not_found"
+    assert caught.value.status == 404
 
 
 async def test_not_found_never_echoes_a_pasted_key(
@@ -224,7 +239,7 @@ async def test_not_found_never_echoes_a_pasted_key(
 ) -> None:
     pasted = generate_key().key
     with pytest.raises(ChannelNotFound) as caught:
-        await reveal_key(session, secrets=server_secrets, channel_name=pasted)
+        await find_channel(session, pasted)
     assert pasted not in str(caught.value)
     assert pasted.split("_")[2] not in str(caught.value)
 
@@ -233,18 +248,24 @@ async def test_concurrent_resets_leave_exactly_one_active_key(
     sessions: async_sessionmaker[AsyncSession], server_secrets: ServerSecrets
 ) -> None:
     async with sessions() as session:
-        await create_channel(session, secrets=server_secrets, name="main")
+        created = await create_channel(session, secrets=server_secrets, actor=ACTOR, name="main")
 
     async def reset() -> str:
         async with sessions() as session:
-            return (await reset_key(session, secrets=server_secrets, channel_name="main")).key
+            return (
+                await reset_key(
+                    session, secrets=server_secrets, channel_id=created.channel_id, actor=ACTOR
+                )
+            ).key
 
     keys = await asyncio.gather(*(reset() for _ in range(4)))
     async with sessions() as session:
         verdicts = [
             (await verify_key(session, secrets=server_secrets, presented=key)).ok for key in keys
         ]
-        active = await reveal_key(session, secrets=server_secrets, channel_name="main")
+        active = await reveal_key(
+            session, secrets=server_secrets, channel_id=created.channel_id, actor=ACTOR
+        )
     assert verdicts.count(True) == 1
     assert keys[verdicts.index(True)] == active
 
@@ -252,25 +273,37 @@ async def test_concurrent_resets_leave_exactly_one_active_key(
 async def test_reveal_round_trips_and_follows_resets(
     session: AsyncSession, server_secrets: ServerSecrets
 ) -> None:
-    created = await create_channel(session, secrets=server_secrets, name="main")
-    assert await reveal_key(session, secrets=server_secrets, channel_name="main") == created.key
-    reset = await reset_key(session, secrets=server_secrets, channel_name="main")
-    assert await reveal_key(session, secrets=server_secrets, channel_name="main") == reset.key
+    created = await create_channel(session, secrets=server_secrets, actor=ACTOR, name="main")
+    assert (
+        await reveal_key(
+            session, secrets=server_secrets, channel_id=created.channel_id, actor=ACTOR
+        )
+        == created.key
+    )
+    reset = await reset_key(
+        session, secrets=server_secrets, channel_id=created.channel_id, actor=ACTOR
+    )
+    assert (
+        await reveal_key(
+            session, secrets=server_secrets, channel_id=created.channel_id, actor=ACTOR
+        )
+        == reset.key
+    )
 
 
 async def test_reveal_with_another_encryption_key_fails_cleanly(
     session: AsyncSession, server_secrets: ServerSecrets
 ) -> None:
-    await create_channel(session, secrets=server_secrets, name="main")
+    created = await create_channel(session, secrets=server_secrets, actor=ACTOR, name="main")
     other = ServerSecrets(hmac_key=server_secrets.hmac_key, encryption_key=os.urandom(32))
     with pytest.raises(KeyDecryptionError):
-        await reveal_key(session, secrets=other, channel_name="main")
+        await reveal_key(session, secrets=other, channel_id=created.channel_id, actor=ACTOR)
 
 
 async def test_mark_used_records_the_time(
     session: AsyncSession, server_secrets: ServerSecrets
 ) -> None:
-    created = await create_channel(session, secrets=server_secrets, name="main")
+    created = await create_channel(session, secrets=server_secrets, actor=ACTOR, name="main")
     await mark_used(session, key_id=created.key_id, now=T1)
     assert not session.in_transaction()
     async with session.begin():
@@ -295,7 +328,7 @@ async def test_create_that_loses_the_race_after_its_check_reports_exists(
 ) -> None:
     # Deterministic stand-in for a concurrent create landing between the
     # existence check and the insert: the check misses once, the database refuses.
-    await create_channel(session, secrets=server_secrets, name="main")
+    await create_channel(session, secrets=server_secrets, actor=ACTOR, name="main")
     real_lookup = service._channel_id
     misses = iter([True])
 
@@ -306,7 +339,7 @@ async def test_create_that_loses_the_race_after_its_check_reports_exists(
 
     monkeypatch.setattr(service, "_channel_id", lookup_that_misses_once)
     with pytest.raises(ChannelExists):
-        await create_channel(session, secrets=server_secrets, name="main")
+        await create_channel(session, secrets=server_secrets, actor=ACTOR, name="main")
     assert not session.in_transaction()
     assert [c.name for c in await list_channels(session)] == ["main"]
 
@@ -314,26 +347,56 @@ async def test_create_that_loses_the_race_after_its_check_reports_exists(
 async def test_reset_retries_when_the_database_refuses_the_new_key(
     session: AsyncSession, server_secrets: ServerSecrets, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    created = await create_channel(session, secrets=server_secrets, name="main")
+    created = await create_channel(session, secrets=server_secrets, actor=ACTOR, name="main")
     colliding = GeneratedKey(key_id=created.key_id, key=created.key)  # key_id is unique
     fresh = generate_key()
     keys = iter([colliding, fresh])
     monkeypatch.setattr(service, "generate_key", lambda: next(keys))
-    reset = await reset_key(session, secrets=server_secrets, channel_name="main")
+    reset = await reset_key(
+        session, secrets=server_secrets, channel_id=created.channel_id, actor=ACTOR
+    )
     assert reset.key == fresh.key
-    assert reset.revoked_key_id == created.key_id
+    assert reset.revoked_key_ids == (created.key_id,)
     assert (await verify_key(session, secrets=server_secrets, presented=fresh.key)).ok
 
 
 async def test_reset_gives_up_after_repeated_conflicts(
     session: AsyncSession, server_secrets: ServerSecrets, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    created = await create_channel(session, secrets=server_secrets, name="main")
+    created = await create_channel(session, secrets=server_secrets, actor=ACTOR, name="main")
     colliding = GeneratedKey(key_id=created.key_id, key=created.key)
     monkeypatch.setattr(service, "generate_key", lambda: colliding)
     with pytest.raises(ConcurrentChange) as caught:
-        await reset_key(session, secrets=server_secrets, channel_name="main")
+        await reset_key(session, secrets=server_secrets, channel_id=created.channel_id, actor=ACTOR)
     assert created.key not in str(caught.value)
     monkeypatch.undo()
     # Nothing was half-done: the original key is still the active one.
     assert (await verify_key(session, secrets=server_secrets, presented=created.key)).ok
+
+
+async def test_verification_is_one_indexed_statement(
+    session: AsyncSession, server_secrets: ServerSecrets
+) -> None:
+    created = await create_channel(session, secrets=server_secrets, actor=ACTOR, name="main")
+    engine = session.bind
+    assert isinstance(engine, AsyncEngine)
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        assert (await verify_key(session, secrets=server_secrets, presented=created.key)).ok
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+    [statement] = statements
+    if engine.dialect.name == "sqlite":
+        async with engine.connect() as conn:
+            plan = (
+                await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", (created.key_id,))
+            ).all()
+        detail = " | ".join(str(row[-1]) for row in plan)
+        assert "SEARCH stream_keys USING INDEX" in detail
+        assert "SCAN" not in detail

@@ -1,12 +1,21 @@
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
-from stream_sync.db import create_engine, session_factory, sqlite_url, upgrade
+from stream_sync.db import (
+    Base,
+    create_engine,
+    current_revision,
+    head_revision,
+    session_factory,
+    sqlite_url,
+    upgrade,
+)
 
 
 def test_sqlite_url_points_at_the_data_dir(tmp_path: Path) -> None:
@@ -14,9 +23,13 @@ def test_sqlite_url_points_at_the_data_dir(tmp_path: Path) -> None:
     assert url == f"sqlite+aiosqlite:///{tmp_path.resolve() / 'stream-sync.db'}"
 
 
-async def test_pragmas_are_set_on_every_connection(engine: AsyncEngine) -> None:
+def test_head_is_the_control_plane_revision() -> None:
+    assert head_revision() == "0002"
+
+
+async def test_pragmas_are_set_on_every_connection(sqlite_engine: AsyncEngine) -> None:
     # Two connections at once: each must have been configured by the listener.
-    async with engine.connect() as first, engine.connect() as second:
+    async with sqlite_engine.connect() as first, sqlite_engine.connect() as second:
         for conn in (first, second):
             pragmas = {
                 name: (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar_one()
@@ -31,16 +44,30 @@ async def test_pragmas_are_set_on_every_connection(engine: AsyncEngine) -> None:
 
 
 async def test_upgrade_creates_the_schema_and_is_idempotent(engine: AsyncEngine) -> None:
-    await upgrade(engine)  # second run: nothing to do, nothing fails
+    await upgrade(engine)  # on a migrated database: nothing to do, nothing fails
+    assert await current_revision(engine) == head_revision()
     async with engine.connect() as conn:
-        version = (await conn.exec_driver_sql("SELECT version_num FROM alembic_version")).all()
-        tables = (
-            await conn.exec_driver_sql(
-                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
-            )
-        ).scalars()
-        assert version == [("0001",)]
-        assert list(tables) == ["alembic_version", "channels", "stream_keys"]
+        tables = await conn.run_sync(lambda sync: sorted(inspect(sync).get_table_names()))
+    assert tables == sorted([*Base.metadata.tables, "alembic_version"])
+
+
+async def test_current_revision_of_an_empty_database(fresh_engine: AsyncEngine) -> None:
+    assert await current_revision(fresh_engine) is None
+    await upgrade(fresh_engine, "0001")
+    assert await current_revision(fresh_engine) == "0001"
+
+
+async def test_concurrent_upgrades_of_one_database_both_succeed(
+    fresh_engine: AsyncEngine,
+) -> None:
+    # Two processes starting at once on one database: one migrates, the other
+    # waits for it and then finds nothing to do.
+    other = create_engine(fresh_engine.url.render_as_string(hide_password=False))
+    try:
+        await asyncio.gather(upgrade(fresh_engine), upgrade(other))
+    finally:
+        await other.dispose()
+    assert await current_revision(fresh_engine) == head_revision()
 
 
 async def test_upgrade_restores_foreign_keys_on_its_connection(tmp_path: Path) -> None:

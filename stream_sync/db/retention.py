@@ -1,0 +1,92 @@
+"""Retention: old audit rows, old publish sessions and expired sign-ins are deleted.
+
+Deletes run in batches, each its own short transaction, so a large purge never
+holds SQLite's single write lock long enough to stall key checks and sign-ins.
+Deleting audit rows is allowed by the append-only trigger (it refuses UPDATE only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, CursorResult, delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from stream_sync.db.models import AuditEntry, AuthSession, PublishSession, utcnow
+
+DEFAULT_AUDIT_DAYS = 365
+DEFAULT_SESSIONS_DAYS = 90
+BATCH_SIZE = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeResult:
+    audit_entries: int
+    publish_sessions: int
+    auth_sessions: int
+
+
+async def purge(
+    session: AsyncSession,
+    *,
+    now: datetime | None = None,
+    audit_days: int = DEFAULT_AUDIT_DAYS,
+    sessions_days: int = DEFAULT_SESSIONS_DAYS,
+    batch_size: int = BATCH_SIZE,
+) -> PurgeResult:
+    """Delete what is past retention; 0 days keeps that kind forever. Commits per batch.
+
+    Audit rows older than ``audit_days``, ended publish sessions that ended more
+    than ``sessions_days`` ago (live ones are never touched), and web sign-in
+    sessions past their expiry. Pass an idle session.
+    """
+    if audit_days < 0 or sessions_days < 0:
+        raise ValueError("retention days must be 0 (keep forever) or more")
+    if batch_size < 1:
+        raise ValueError("batch_size must be positive")
+    now = now or utcnow()
+    audit_count = 0
+    if audit_days:
+        cutoff = now - timedelta(days=audit_days)
+        audit_count = await _delete_batches(
+            session, AuditEntry.id, AuditEntry.at < cutoff, batch_size
+        )
+    sessions_count = 0
+    if sessions_days:
+        cutoff = now - timedelta(days=sessions_days)
+        sessions_count = await _delete_batches(
+            session,
+            PublishSession.id,
+            PublishSession.ended_at.is_not(None) & (PublishSession.ended_at < cutoff),
+            batch_size,
+        )
+    auth_count = await _delete_batches(
+        session, AuthSession.id, AuthSession.expires_at < now, batch_size
+    )
+    return PurgeResult(
+        audit_entries=audit_count, publish_sessions=sessions_count, auth_sessions=auth_count
+    )
+
+
+async def _delete_batches(
+    session: AsyncSession,
+    id_column: InstrumentedAttribute[int],
+    condition: ColumnElement[bool],
+    batch_size: int,
+) -> int:
+    table = id_column.class_
+    total = 0
+    while True:
+        batch = select(id_column).where(condition).order_by(id_column).limit(batch_size)
+        async with session.begin():
+            result = await session.execute(
+                delete(table)
+                .where(id_column.in_(batch.scalar_subquery()))
+                .execution_options(synchronize_session=False)
+            )
+        deleted = result.rowcount if isinstance(result, CursorResult) else 0
+        total += deleted
+        if deleted < batch_size:
+            return total
