@@ -2,6 +2,10 @@
 
 Every option also reads STREAM_SYNC_<NAME>; a bad value or a domain error is one
 line on stderr and exit status 1 (2 for usage errors), never a traceback.
+
+Commands work on the database directly. Where a running server must act (a key
+reset cuts a live publisher), the change is announced to it through the admin
+socket in the data folder; with no server running there is nobody to tell.
 """
 
 from __future__ import annotations
@@ -10,21 +14,31 @@ import asyncio
 import contextlib
 import errno
 import functools
+import getpass
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import click
 import uvloop
+from sqlalchemy.engine import make_url
 
-from . import __version__, logs, operations
+from . import __version__, logs
+from .accounts import users
 from .admin import client as admin
 from .admin.server import AlreadyRunningError
-from .credentials import service
-from .credentials.errors import CredentialError
-from .node import Node, open_store
+from .audit import Actor
+from .credentials import server_secrets, service
+from .db.backup import backup_sqlite
+from .db.engine import sqlite_url
+from .db.models import Role
+from .errors import DomainError
+from .node import Node, Store, open_store
+from .operations import ControlPlane
+from .servers import service as servers
 from .settings import Settings, SettingsError, load_settings
 
 P = ParamSpec("P")
@@ -45,14 +59,21 @@ def _fail_cleanly(func: Callable[P, None]) -> Callable[P, None]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
         try:
             func(*args, **kwargs)
-        except (CommandError, SettingsError, CredentialError, admin.AdminError) as exc:
+        except (CommandError, SettingsError, DomainError, admin.AdminError) as exc:
             click.echo(f"stream-sync: {exc}", err=True)
             sys.exit(1)
 
     return wrapper
 
 
-def data_dir_option(func: Callable[P, None]) -> Callable[P, None]:
+def store_options(func: Callable[P, None]) -> Callable[P, None]:
+    """--data-dir and --database-url, shared by every command that opens the store."""
+    func = click.option(
+        "--database-url",
+        default=None,
+        help="SQLAlchemy URL, e.g. postgresql+asyncpg://... [STREAM_SYNC_DATABASE_URL; "
+        "default: SQLite in the data folder].",
+    )(func)
     return click.option(
         "--data-dir",
         type=click.Path(file_okay=False, path_type=Path),
@@ -61,39 +82,44 @@ def data_dir_option(func: Callable[P, None]) -> Callable[P, None]:
     )(func)
 
 
+def _actor() -> Actor:
+    """CLI actions are audited as the operating-system user who ran them."""
+    try:
+        return Actor(f"cli:{getpass.getuser()}")
+    except (KeyError, OSError):
+        return Actor.cli()
+
+
+@contextlib.asynccontextmanager
+async def _control(settings: Settings) -> AsyncIterator[tuple[Store, ControlPlane]]:
+    async with open_store(settings) as store:
+        bus = admin.AdminSocketBus(settings.data_dir)
+        yield store, ControlPlane(sessions=store.sessions, secrets=store.secrets, bus=bus)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="stream-sync")
 def main() -> None:
     """stream-sync: RTMP ingest with stream keys and live stream health."""
 
 
+# serve ------------------------------------------------------------------------------------
+
+
 @main.command()
-@data_dir_option
+@store_options
 @click.option("--host", default=None, help="Address to listen on [STREAM_SYNC_HOST; 127.0.0.1].")
 @click.option("--rtmp-port", type=int, default=None, help="RTMP port [1935].")
 @click.option("--http-port", type=int, default=None, help="HTTP port [8080].")
 @click.option(
     "--public-url", default=None, help="Server URL given to encoders, e.g. rtmp://host/live."
 )
+@click.option("--server-name", default=None, help="This node's ingest server name [host name].")
 @click.option("--log-level", default=None, help="debug, info, warning or error [info].")
 @_fail_cleanly
-def serve(
-    data_dir: Path | None,
-    host: str | None,
-    rtmp_port: int | None,
-    http_port: int | None,
-    public_url: str | None,
-    log_level: str | None,
-) -> None:
+def serve(**options: Any) -> None:
     """Run ingest, API and state in one process (SQLite and in-process state)."""
-    settings = load_settings(
-        data_dir=data_dir,
-        host=host,
-        rtmp_port=rtmp_port,
-        http_port=http_port,
-        public_url=public_url,
-        log_level=log_level,
-    )
+    settings = load_settings(**options)
     settings.rtmp_config()  # validates the combination before anything starts
     logs.configure(settings.log_level)
     _run(_serve(settings))
@@ -131,19 +157,155 @@ def _listen_error(settings: Settings, exc: OSError) -> str:
     return f"cannot listen on {settings.host}: {exc.strerror or exc}"
 
 
+# users ------------------------------------------------------------------------------------
+
+
+@main.group("users")
+def users_group() -> None:
+    """Accounts: admins manage everything, streamers their own channels."""
+
+
+def _read_password(password_stdin: bool) -> str:
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    if not sys.stdin.isatty():
+        raise CommandError("no terminal to ask for a password; use --password-stdin")
+    value: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return value
+
+
+@users_group.command("create")
+@click.argument("email")
+@click.option("--admin", "is_admin", is_flag=True, help="Make the account an admin.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@store_options
+@_fail_cleanly
+def users_create(email: str, is_admin: bool, password_stdin: bool, **options: Any) -> None:
+    """Create an account (the password is asked for, or read from stdin)."""
+    settings = load_settings(**options)
+    password = _read_password(password_stdin)
+    role = Role.ADMIN if is_admin else Role.STREAMER
+
+    async def run() -> users.UserInfo:
+        async with _control(settings) as (_, control):
+            return await control.create_user(
+                email=email, password=password, role=role, actor=_actor()
+            )
+
+    created = _run(run())
+    click.echo(f"Created {created.role} {created.email} (id {created.id}).")
+
+
+@users_group.command("list")
+@store_options
+@_fail_cleanly
+def users_list(**options: Any) -> None:
+    """List accounts."""
+    settings = load_settings(**options)
+
+    async def run() -> list[users.UserInfo]:
+        async with open_store(settings) as store, store.sessions() as session:
+            return await users.list_users(session)
+
+    rows = _run(run())
+    if not rows:
+        click.echo("No accounts yet: stream-sync users create EMAIL --admin")
+        return
+    click.echo(f"{'ID':>4}  {'EMAIL':<40} {'ROLE':<9} {'CREATED (UTC)':<17} STATUS")
+    for user in rows:
+        created = user.created_at.strftime("%Y-%m-%d %H:%M")
+        state = "disabled" if user.disabled else "active"
+        click.echo(f"{user.id:>4}  {user.email:<40} {user.role!s:<9} {created:<17} {state}")
+
+
+async def _user_id(store: Store, email: str) -> int:
+    async with store.sessions() as session:
+        return (await users.find_user(session, email=email)).id
+
+
+@users_group.command("disable")
+@click.argument("email")
+@store_options
+@_fail_cleanly
+def users_disable(email: str, **options: Any) -> None:
+    """Sign the user out everywhere and stop their stream keys, live streams included."""
+    settings = load_settings(**options)
+
+    async def run() -> None:
+        async with _control(settings) as (store, control):
+            await control.disable_user(user_id=await _user_id(store, email), actor=_actor())
+
+    _run(run())
+    click.echo(f"Disabled {email}; their stream keys no longer work.")
+
+
+@users_group.command("enable")
+@click.argument("email")
+@store_options
+@_fail_cleanly
+def users_enable(email: str, **options: Any) -> None:
+    """Let a disabled user sign in again (their old stream keys stay revoked)."""
+    settings = load_settings(**options)
+
+    async def run() -> None:
+        async with open_store(settings) as store:
+            user_id = await _user_id(store, email)
+            async with store.sessions() as session:
+                await users.enable_user(session, user_id=user_id, actor=_actor())
+
+    _run(run())
+    click.echo(f"Enabled {email}.")
+
+
+@users_group.command("set-password")
+@click.argument("email")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@store_options
+@_fail_cleanly
+def users_set_password(email: str, password_stdin: bool, **options: Any) -> None:
+    """Set a user's password (signs them out everywhere)."""
+    settings = load_settings(**options)
+    password = _read_password(password_stdin)
+
+    async def run() -> None:
+        async with open_store(settings) as store:
+            user_id = await _user_id(store, email)
+            async with store.sessions() as session:
+                await users.set_password(
+                    session, user_id=user_id, new_password=password, actor=_actor()
+                )
+
+    _run(run())
+    click.echo(f"Password changed for {email}.")
+
+
+# channels ---------------------------------------------------------------------------------
+
+
 @main.group()
 def channels() -> None:
-    """Create and list channels."""
+    """Create, list, map and delete channels."""
 
 
 @channels.command("create")
 @click.argument("name")
-@data_dir_option
+@click.option("--owner", default=None, help="Owner's email [the first admin].")
+@store_options
 @_fail_cleanly
-def channels_create(name: str, data_dir: Path | None) -> None:
+def channels_create(name: str, owner: str | None, **options: Any) -> None:
     """Create a channel and print its server URL and stream key (shown only once)."""
-    settings = load_settings(data_dir=data_dir)
-    created, server_url = _run(_create_channel(settings, name))
+    settings = load_settings(**options)
+
+    async def run() -> tuple[service.CreatedChannel, str]:
+        async with open_store(settings) as store:
+            owner_id = await _user_id(store, owner) if owner else None
+            async with store.sessions() as session:
+                created = await service.create_channel(
+                    session, secrets=store.secrets, name=name, actor=_actor(), owner_id=owner_id
+                )
+        return created, await _server_url(settings)
+
+    created, server_url = _run(run())
     click.echo(f'Channel "{created.name}" created.\n')
     click.echo(f"  Server:     {server_url}")
     click.echo(f"  Stream key: {created.key}\n")
@@ -151,12 +313,6 @@ def channels_create(name: str, data_dir: Path | None) -> None:
         "In OBS: Settings > Stream > Service: Custom, then paste both. This is the only\n"
         f"time the key is shown; `stream-sync keys reset {created.name}` makes a new one."
     )
-
-
-async def _create_channel(settings: Settings, name: str) -> tuple[Any, str]:
-    async with open_store(settings) as store, store.sessions() as session:
-        created = await service.create_channel(session, secrets=store.secrets, name=name)
-    return created, await _server_url(settings)
 
 
 async def _server_url(settings: Settings) -> str:
@@ -169,60 +325,284 @@ async def _server_url(settings: Settings) -> str:
 
 
 @channels.command("list")
-@data_dir_option
+@store_options
 @_fail_cleanly
-def channels_list(data_dir: Path | None) -> None:
+def channels_list(**options: Any) -> None:
     """List channels, their key ids and whether they are live."""
-    settings = load_settings(data_dir=data_dir)
-    rows, live = _run(_list_channels(settings))
+    settings = load_settings(**options)
+
+    async def run() -> tuple[list[service.ChannelSummary], set[int] | None]:
+        async with open_store(settings) as store, store.sessions() as session:
+            rows = await service.list_channels(session)
+        streams = await admin.call(settings.data_dir, "streams.list")
+        live = None if streams is None else {int(stream["channel_id"]) for stream in streams}
+        return rows, live
+
+    rows, live = _run(run())
     if not rows:
         click.echo("No channels yet: stream-sync channels create NAME")
         return
     click.echo(f"{'NAME':<24} {'PUBLIC ID':<22} {'KEY ID':<14} {'CREATED (UTC)':<17} LIVE")
     for row in rows:
         created = row.created_at.strftime("%Y-%m-%d %H:%M")
-        status = "?" if live is None else ("live" if row.name in live else "-")
+        status = "?" if live is None else ("live" if row.channel_id in live else "-")
         click.echo(
             f"{row.name:<24} {row.public_id:<22} {row.key_id or '-':<14} {created:<17} {status}"
         )
 
 
-async def _list_channels(settings: Settings) -> tuple[list[Any], set[str] | None]:
-    async with open_store(settings) as store, store.sessions() as session:
-        rows = await service.list_channels(session)
-    streams = await admin.call(settings.data_dir, "streams.list")
-    live = None if streams is None else {str(stream["channel"]) for stream in streams}
-    return rows, live
+async def _channel_id(store: Store, ref: str) -> int:
+    async with store.sessions() as session:
+        return (await service.find_channel(session, ref)).id
+
+
+@channels.command("delete")
+@click.argument("channel")
+@click.confirmation_option(prompt="Delete the channel, its keys and its history?")
+@store_options
+@_fail_cleanly
+def channels_delete(channel: str, **options: Any) -> None:
+    """Delete a channel (by name or public id); a live publisher is cut."""
+    settings = load_settings(**options)
+
+    async def run() -> None:
+        async with _control(settings) as (store, control):
+            await control.delete_channel(
+                channel_id=await _channel_id(store, channel), actor=_actor()
+            )
+
+    _run(run())
+    click.echo(f"Deleted {channel}.")
+
+
+@channels.command("map")
+@click.argument("channel")
+@click.argument("server", required=False)
+@store_options
+@_fail_cleanly
+def channels_map(channel: str, server: str | None, **options: Any) -> None:
+    """Map a channel to an ingest server (omit SERVER to unmap)."""
+    settings = load_settings(**options)
+
+    async def run() -> None:
+        async with open_store(settings) as store:
+            channel_id = await _channel_id(store, channel)
+            server_id = None
+            if server:
+                async with store.sessions() as session:
+                    server_id = (await servers.get_server(session, ref=server)).id
+            async with store.sessions() as session:
+                await service.set_channel_server(
+                    session, channel_id=channel_id, server_id=server_id, actor=_actor()
+                )
+
+    _run(run())
+    click.echo(f"{channel} -> {server or 'this node (unmapped)'}")
+
+
+# keys -------------------------------------------------------------------------------------
 
 
 @main.group()
 def keys() -> None:
-    """Manage stream keys."""
+    """Reset, rotate and revoke stream keys (CHANNEL is a name or a public id)."""
 
 
 @keys.command("reset")
 @click.argument("channel")
-@data_dir_option
+@store_options
 @_fail_cleanly
-def keys_reset(channel: str, data_dir: Path | None) -> None:
-    """Replace a channel's key; the old one stops working at once, live streams included."""
-    settings = load_settings(data_dir=data_dir)
-    result = _run(_reset_key(settings, channel))
-    click.echo(f'New stream key for "{result["channel"]}": {result["key"]}')
-    if result["revoked_key_id"]:
-        click.echo(f"The old key ({result['revoked_key_id']}) no longer works.")
+def keys_reset(channel: str, **options: Any) -> None:
+    """New key now; every old key stops working, live publishers included (a leaked key)."""
+    settings = load_settings(**options)
+
+    async def run() -> service.KeyReset:
+        async with _control(settings) as (store, control):
+            return await control.reset_key(
+                channel_id=await _channel_id(store, channel), actor=_actor()
+            )
+
+    result = _run(run())
+    click.echo(f'New stream key for "{result.channel_name}": {result.key}')
+    if result.revoked_key_ids:
+        click.echo(f"No longer valid: {', '.join(result.revoked_key_ids)}.")
 
 
-async def _reset_key(settings: Settings, channel: str) -> dict[str, Any]:
-    reply = await admin.call(settings.data_dir, "keys.reset", channel=channel)
-    if reply is not None:
-        return dict(reply)
-    async with open_store(settings) as store:  # no server running: nobody to disconnect
-        result = await operations.reset_channel_key(
-            sessions=store.sessions, secrets=store.secrets, bus=None, channel_name=channel
+@keys.command("rotate")
+@click.argument("channel")
+@click.option(
+    "--overlap",
+    type=click.IntRange(0, 7 * 24 * 3600),
+    default=None,
+    help="Seconds the old key keeps working [STREAM_SYNC_KEY_ROTATION_OVERLAP; 600].",
+)
+@store_options
+@_fail_cleanly
+def keys_rotate(channel: str, overlap: int | None, **options: Any) -> None:
+    """New key; the old one keeps working for a while (a planned change)."""
+    settings = load_settings(**options)
+    seconds = settings.key_rotation_overlap if overlap is None else overlap
+
+    async def run() -> service.KeyRotation:
+        async with _control(settings) as (store, control):
+            return await control.rotate_key(
+                channel_id=await _channel_id(store, channel),
+                actor=_actor(),
+                overlap=timedelta(seconds=seconds),
+            )
+
+    result = _run(run())
+    click.echo(f'New stream key for "{result.channel_name}": {result.key}')
+    if result.previous_key_id and result.previous_expires_at:
+        until = result.previous_expires_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        click.echo(f"The previous key ({result.previous_key_id}) works until {until}.")
+
+
+@keys.command("revoke")
+@click.argument("channel")
+@store_options
+@_fail_cleanly
+def keys_revoke(channel: str, **options: Any) -> None:
+    """Revoke every key of the channel without a replacement; live publishers are cut."""
+    settings = load_settings(**options)
+
+    async def run() -> tuple[str, ...]:
+        async with _control(settings) as (store, control):
+            return await control.revoke_keys(
+                channel_id=await _channel_id(store, channel), actor=_actor()
+            )
+
+    revoked = _run(run())
+    click.echo(f"Revoked: {', '.join(revoked) or 'nothing (no active key)'}.")
+
+
+# ingest servers ---------------------------------------------------------------------------
+
+
+@main.group("ingest-servers")
+def ingest_servers() -> None:
+    """The ingest servers channels can be mapped to."""
+
+
+@ingest_servers.command("add")
+@click.argument("name")
+@click.argument("rtmp_url")
+@click.option("--region", default=None)
+@click.option("--capacity", type=click.IntRange(0, 100_000), default=100, show_default=True)
+@store_options
+@_fail_cleanly
+def ingest_servers_add(
+    name: str, rtmp_url: str, region: str | None, capacity: int, **options: Any
+) -> None:
+    """Add an ingest server (NAME is what its node passes as --server-name)."""
+    settings = load_settings(**options)
+
+    async def run() -> servers.ServerInfo:
+        async with open_store(settings) as store, store.sessions() as session:
+            return await servers.add_server(
+                session,
+                name=name,
+                rtmp_url=rtmp_url,
+                region=region,
+                capacity=capacity,
+                actor=_actor(),
+            )
+
+    server = _run(run())
+    click.echo(f"Added ingest server {server.name} ({server.rtmp_url}).")
+
+
+@ingest_servers.command("list")
+@store_options
+@_fail_cleanly
+def ingest_servers_list(**options: Any) -> None:
+    """List ingest servers."""
+    settings = load_settings(**options)
+
+    async def run() -> list[servers.ServerInfo]:
+        async with open_store(settings) as store, store.sessions() as session:
+            return await servers.list_servers(session)
+
+    rows = _run(run())
+    if not rows:
+        click.echo("No ingest servers configured; channels use this node's URL.")
+        return
+    click.echo(f"{'NAME':<20} {'RTMP URL':<40} {'REGION':<12} {'CAPACITY':>8}  DRAINING")
+    for row in rows:
+        draining = "yes" if row.draining else "no"
+        click.echo(
+            f"{row.name:<20} {row.rtmp_url:<40} {row.region or '-':<12} {row.capacity:>8}  "
+            f"{draining}"
         )
-    return {
-        "channel": result.channel_name,
-        "key": result.key,
-        "revoked_key_id": result.revoked_key_id,
-    }
+
+
+# db and secrets -----------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Schema migrations and backups."""
+
+
+@db.command("upgrade")
+@store_options
+@_fail_cleanly
+def db_upgrade(**options: Any) -> None:
+    """Migrate the database to the current schema (serve does this on start for SQLite)."""
+    settings = load_settings(**options)
+
+    async def run() -> None:
+        async with open_store(settings):
+            pass  # opening the store migrates it
+
+    _run(run())
+    click.echo("Database schema is current.")
+
+
+@db.command("backup")
+@click.argument("target", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Replace TARGET if it exists.")
+@store_options
+@_fail_cleanly
+def db_backup(target: Path, overwrite: bool, **options: Any) -> None:
+    """Copy the SQLite database consistently, even while the server runs."""
+    settings = load_settings(**options)
+    url = make_url(settings.database_url or sqlite_url(settings.data_dir))
+    if url.get_backend_name() != "sqlite" or not url.database:
+        raise CommandError(
+            "db backup copies SQLite databases; for PostgreSQL use pg_dump, e.g. "
+            "pg_dump --format=custom --file=FILE DBNAME"
+        )
+    source = Path(url.database)
+    if not source.exists():
+        raise CommandError(f"there is no database at {source} yet")
+    backup_sqlite(source, target, overwrite=overwrite)
+    click.echo(f"Backed up {source} to {target}.")
+
+
+@main.group("secrets")
+def secrets_group() -> None:
+    """The server secrets that protect stream keys."""
+
+
+@secrets_group.command("rotate")
+@store_options
+@_fail_cleanly
+def secrets_rotate(**options: Any) -> None:
+    """New HMAC and encryption secrets; every issued key keeps working.
+
+    Stop the server first: it holds the current secrets in memory.
+    """
+    settings = load_settings(**options)
+
+    async def run() -> int:
+        if await admin.call(settings.data_dir, "info") is not None:
+            raise CommandError("a server is running with this data folder; stop it first")
+        server_secrets.rotate_server_secrets(settings.data_dir)
+        async with open_store(settings) as store, store.sessions() as session:
+            count = await service.rehash_all_keys(session, secrets=store.secrets, actor=_actor())
+        server_secrets.drop_previous_secrets(settings.data_dir)
+        return count
+
+    count = _run(run())
+    click.echo(f"Rotated the server secrets and re-protected {count} keys.")

@@ -11,7 +11,13 @@ import logging
 import sys
 import time
 
-from .credentials.keys import redact
+from .accounts.api_tokens import redact_tokens
+from .credentials.keys import redact as redact_keys
+
+
+def redact(text: str) -> str:
+    """Stream keys, API tokens and reset tokens, masked wherever they appear."""
+    return redact_tokens(redact_keys(text))
 
 
 class RedactKeys(logging.Filter):

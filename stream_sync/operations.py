@@ -2,27 +2,114 @@
 
 The database commits first, then the bus hears about it: a consumer that missed
 the event can still find the truth in the database (see docs/architecture.md).
-The CLI, the admin socket and the HTTP API all call these.
+The HTTP API, the CLI and the admin socket all act through `ControlPlane`, so a
+key reset means the same thing wherever it starts.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from .accounts import users
+from .audit import Actor
 from .credentials import service
 from .credentials.server_secrets import ServerSecrets
+from .db.models import Role
 from .state.interfaces import EventBus, KeyRevoked
 
 
-async def reset_channel_key(
-    *,
-    sessions: async_sessionmaker[AsyncSession],
-    secrets: ServerSecrets,
-    bus: EventBus | None,
-    channel_name: str,
-) -> service.KeyReset:
-    async with sessions() as session:
-        result = await service.reset_key(session, secrets=secrets, channel_name=channel_name)
-    if bus is not None and result.revoked_key_id is not None:
-        await bus.publish(KeyRevoked(result.channel_id, result.revoked_key_id))
-    return result
+class ControlPlane:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        secrets: ServerSecrets,
+        bus: EventBus | None,
+    ) -> None:
+        self.sessions = sessions
+        self.secrets = secrets
+        self.bus = bus  # None when nobody could be listening (CLI with no server running)
+
+    async def _revoked(self, pairs: list[tuple[int, str]]) -> None:
+        if self.bus is None:
+            return
+        for channel_id, key_id in pairs:
+            await self.bus.publish(KeyRevoked(channel_id, key_id))
+
+    async def reset_key(self, *, channel_id: int, actor: Actor) -> service.KeyReset:
+        """New key; every old one is refused and publishers using one are cut at once."""
+        async with self.sessions() as session:
+            result = await service.reset_key(
+                session, secrets=self.secrets, channel_id=channel_id, actor=actor
+            )
+        await self._revoked([(channel_id, key_id) for key_id in result.revoked_key_ids])
+        return result
+
+    async def rotate_key(
+        self, *, channel_id: int, actor: Actor, overlap: timedelta
+    ) -> service.KeyRotation:
+        """New key; the old one keeps working (and publishing) until the overlap ends.
+
+        Rotating again during an overlap revokes the oldest key: that one is cut.
+        """
+        async with self.sessions() as session:
+            result = await service.rotate_key(
+                session, secrets=self.secrets, channel_id=channel_id, actor=actor, overlap=overlap
+            )
+        await self._revoked([(channel_id, key_id) for key_id in result.revoked_key_ids])
+        return result
+
+    async def revoke_keys(self, *, channel_id: int, actor: Actor) -> tuple[str, ...]:
+        async with self.sessions() as session:
+            revoked = await service.revoke_keys(session, channel_id=channel_id, actor=actor)
+        await self._revoked([(channel_id, key_id) for key_id in revoked])
+        return revoked
+
+    async def delete_channel(self, *, channel_id: int, actor: Actor) -> None:
+        async with self.sessions() as session:
+            revoked = await service.delete_channel(session, channel_id=channel_id, actor=actor)
+        await self._revoked([(channel_id, key_id) for key_id in revoked])
+
+    async def disable_user(self, *, user_id: int, actor: Actor) -> users.UserInfo:
+        """The user can no longer sign in, and their stream keys stop working now."""
+        async with self.sessions() as session:
+            info = await users.disable_user(session, user_id=user_id, actor=actor)
+        async with self.sessions() as session:
+            revoked = await service.revoke_owner_keys(session, owner_id=user_id, actor=actor)
+        await self._revoked(revoked)
+        return info
+
+    async def delete_user(self, *, user_id: int, actor: Actor) -> None:
+        """Delete the account; its channels stay (for an admin to hand over) without keys.
+
+        The delete comes first, so a refusal (the last admin) leaves every key working.
+        """
+        async with self.sessions() as session:
+            owned = await service.list_channels(session, owner_id=user_id)
+        async with self.sessions() as session:
+            await users.delete_user(session, user_id=user_id, actor=actor)
+        revoked: list[tuple[int, str]] = []
+        for channel in owned:
+            async with self.sessions() as session:
+                keys = await service.revoke_keys(
+                    session, channel_id=channel.channel_id, actor=actor
+                )
+            revoked += [(channel.channel_id, key_id) for key_id in keys]
+        await self._revoked(revoked)
+
+    async def create_user(
+        self, *, email: str, password: str, role: Role, actor: Actor
+    ) -> users.UserInfo:
+        """The first admin also becomes the owner of channels made before any account."""
+        async with self.sessions() as session:
+            info = await users.create_user(
+                session, email=email, password=password, role=role, actor=actor
+            )
+        if role is Role.ADMIN:
+            async with self.sessions() as session:
+                if await users.count_admins(session) == 1:
+                    async with self.sessions() as assign:
+                        await service.assign_orphan_channels(assign, owner_id=info.id)
+        return info

@@ -8,13 +8,15 @@ variable and the problem, so the CLI never shows a validation traceback.
 from __future__ import annotations
 
 import ipaddress
+import re
+import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .rtmp.config import RtmpConfig
 
@@ -27,6 +29,12 @@ class SettingsError(Exception):
 
 def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("stream-sync", appauthor=False))
+
+
+def _default_server_name() -> str:
+    """This machine's name, made to fit the server-name pattern."""
+    name = re.sub(r"[^a-z0-9_.-]", "-", socket.gethostname().lower()).strip("-.") or "node"
+    return name[:64] if name[0].isalnum() else f"n{name[:63]}"
 
 
 class Settings(BaseSettings):
@@ -54,11 +62,39 @@ class Settings(BaseSettings):
     read_buffer_size: int = Field(64 * 1024, ge=4096, le=16 * 1024 * 1024)
     shutdown_grace: float = Field(2.0, ge=0, le=60)
 
+    # Control plane.
+    server_name: str = Field(
+        default_factory=_default_server_name,
+        pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$",
+    )
+    # Addresses or networks whose X-Forwarded-For is believed; comma-separated.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cookie_secure: bool | None = None  # None: Secure when the public URL is https/rtmps
+    session_ttl_hours: float = Field(24 * 7, gt=0, le=24 * 90)
+    key_rotation_overlap: float = Field(600, ge=0, le=7 * 24 * 3600)  # seconds
+    audit_retention_days: int = Field(365, ge=0, le=36500)  # 0 keeps forever
+    session_retention_days: int = Field(90, ge=0, le=36500)
+    max_request_size: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
         if not value or any(ch.isspace() for ch in value):
             raise ValueError("must be a host name or an IP address")
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _trusted_proxies(cls, value: object) -> list[str]:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list):
+            raise ValueError("must be a comma-separated list of addresses or networks")
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not an IP address or network") from None
         return value
 
     @field_validator("public_url")

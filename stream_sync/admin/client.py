@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..state.codec import encode_event
+from ..state.interfaces import BusEvent, Subscription
 from . import SOCKET_NAME
 
 MAX_REPLY = 1024 * 1024
@@ -39,3 +41,19 @@ async def call(data_dir: Path, op: str, **params: Any) -> Any | None:
     if "error" in reply:
         raise AdminError(reply["error"]["code"], reply["error"]["message"])
     return reply["result"]
+
+
+class AdminSocketBus:
+    """The event bus as seen from a CLI process: events go to the running server, if any.
+
+    With no server running nobody can be live, so there is nobody to tell.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self._data_dir = data_dir
+
+    async def publish(self, event: BusEvent) -> None:
+        await call(self._data_dir, "bus.publish", event=encode_event(event))
+
+    def subscribe(self) -> Subscription:
+        raise NotImplementedError("a CLI process only publishes")

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from ..credentials.errors import CredentialError
+from ..errors import DomainError
 from . import SOCKET_NAME
 
 log = logging.getLogger("stream_sync.admin")
@@ -77,7 +77,7 @@ class AdminServer:
         op = request.pop("op")
         try:
             return {"result": await self._handlers[op](request)}
-        except CredentialError as exc:
+        except DomainError as exc:
             return _error(exc.code, str(exc))
         except Exception:
             log.exception("admin operation %s failed", op)

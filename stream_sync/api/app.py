@@ -2,44 +2,81 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
+from . import errors
+from .context import ApiContext
+from .routes import admin, auth, channels, health
 
 
-class NodeView(Protocol):
-    """What the API needs from the node; keeps the app testable on its own."""
-
-    sessions: async_sessionmaker[AsyncSession]
-
-    def live_streams(self) -> list[dict[str, Any]]: ...
-
-
-def create_app(node: NodeView) -> FastAPI:
-    app = FastAPI(title="stream-sync", version=__version__, docs_url="/api/docs")
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        try:
-            async with node.sessions() as session:
-                await session.execute(text("SELECT 1"))
-        except Exception as exc:
-            return JSONResponse(
-                {"status": "unavailable", "database": type(exc).__name__}, status_code=503
-            )
-        return JSONResponse({"status": "ok", "database": "ok"})
-
-    @app.get("/api/v1/streams")
-    async def streams() -> list[dict[str, Any]]:
-        return node.live_streams()
-
+def create_app(context: ApiContext) -> FastAPI:
+    app = FastAPI(
+        title="stream-sync",
+        version=__version__,
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    app.state.context = context
+    errors.install(app)
+    for module in (health, auth, channels, admin):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, limit=context.settings.max_request_size)
     return app
+
+
+class BodyLimit:
+    """Refuse request bodies over the limit with 413, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _too_large(send, self.limit)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _BodyTooLarge:
+            await _too_large(send, self.limit)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = (
+        b'{"error":{"code":"payload_too_large","message":"request body over '
+        + str(limit).encode()
+        + b' bytes"}}'
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -33,9 +33,10 @@ class PublishGrant:
 
 @dataclass(frozen=True, slots=True)
 class PublishRefusal:
-    reason: str  # malformed_key, unknown_key, revoked_key, channel_live, unavailable
+    reason: str  # malformed_key, unknown_key, revoked_key, expired_key, channel_live, unavailable
     description: str  # shown by the encoder; never contains the key
     key_id: str | None = None
+    channel_id: int | None = None  # known for revoked and expired keys
     code: str = StatusCode.PUBLISH_BAD_NAME
 
 
@@ -87,11 +88,14 @@ class KeyAdmission:
             check = await service.verify_key(session, secrets=self._secrets, presented=key)
         if not check.ok or check.channel_id is None or check.channel_name is None:
             reason = f"{check.reason}_key" if check.reason else "unknown_key"
-            return PublishRefusal(reason, "Invalid stream key.", key_id)
+            return PublishRefusal(reason, "Invalid stream key.", key_id, check.channel_id)
         lease = await self._locks.acquire(check.channel_id, owner)
         if lease is None:
             return PublishRefusal(
-                "channel_live", "This channel is already live from another encoder.", key_id
+                "channel_live",
+                "This channel is already live from another encoder.",
+                key_id,
+                check.channel_id,
             )
         async with self._sessions() as session:
             await service.mark_used(session, key_id=key_id)

@@ -48,6 +48,7 @@ class RtmpProtocol(asyncio.BufferedProtocol):
             server.config, now=self.opened_at, epoch_ms=int(time.time() * 1000)
         )
         self.grant: PublishGrant | None = None
+        self.session_id: int | None = None
         self.publish_started_at: float | None = None
         self.metadata: dict[str, Any] = {}
         self.codecs: dict[str, str] = {}
@@ -177,6 +178,13 @@ class RtmpProtocol(asyncio.BufferedProtocol):
                 decision.reason,
                 decision.key_id or "-",
             )
+            if server.recorder is not None:
+                server.recorder.refused(
+                    key_id=decision.key_id,
+                    channel_id=decision.channel_id,
+                    address=self.peer.rsplit(":", 1)[0],
+                    reason=decision.reason,
+                )
             self._finish(f"publish refused ({decision.reason})")
             return
         self.grant = decision
@@ -190,7 +198,15 @@ class RtmpProtocol(asyncio.BufferedProtocol):
             decision.key_id,
             decision.lease.token,
         )
-        await server.bus.publish(PublishStarted(decision.channel_id, decision.key_id, self.id))
+        if server.recorder is not None:
+            self.session_id = await server.recorder.started(
+                channel_id=decision.channel_id,
+                key_id=decision.key_id,
+                remote_address=self.peer.rsplit(":", 1)[0],
+            )
+        await server.bus.publish(
+            PublishStarted(decision.channel_id, decision.key_id, self.id, self.session_id)
+        )
         if not self._drive(conn.accept_publish, event.stream_id):
             return
         if self._reading_paused and self.transport is not None:
@@ -242,7 +258,6 @@ class RtmpProtocol(asyncio.BufferedProtocol):
             return
         server = self.server
         server.publishers.pop(self.id, None)
-        counters = self.conn.counters
         log.info(
             "conn=%s publish ended channel=%s key_id=%s reason=%r",
             self.id,
@@ -251,18 +266,27 @@ class RtmpProtocol(asyncio.BufferedProtocol):
             reason,
         )
         server.spawn(server.admission.release(grant))
-        server.spawn(
-            server.bus.publish(
-                PublishEnded(
-                    grant.channel_id,
-                    grant.key_id,
-                    self.id,
-                    reason,
-                    counters.media_bytes,
-                    counters.video_frames,
-                    counters.audio_frames,
-                    self.codecs.get("video"),
-                    self.codecs.get("audio"),
-                )
+        server.spawn(self._record_end(grant, reason, self.session_id))
+
+    async def _record_end(self, grant: PublishGrant, reason: str, session_id: int | None) -> None:
+        """The session row first, then the bus: a consumer that misses the event can read it."""
+        server, counters = self.server, self.conn.counters
+        video, audio = self.codecs.get("video"), self.codecs.get("audio")
+        if server.recorder is not None and session_id is not None:
+            await server.recorder.ended(
+                session_id, reason=reason, counters=counters, video_codec=video, audio_codec=audio
+            )
+        await server.bus.publish(
+            PublishEnded(
+                grant.channel_id,
+                grant.key_id,
+                self.id,
+                session_id,
+                reason,
+                counters.media_bytes,
+                counters.video_frames,
+                counters.audio_frames,
+                video,
+                audio,
             )
         )

@@ -18,6 +18,7 @@ from ..rtmp.errors import ProtocolError
 from ..state.interfaces import EventBus, KeyRevoked
 from .admission import Admission
 from .protocol import RtmpProtocol
+from .recorder import Recorder
 
 log = logging.getLogger("stream_sync.ingest")
 SWEEP_INTERVAL = 0.5
@@ -30,11 +31,13 @@ class IngestServer:
         config: RtmpConfig,
         admission: Admission,
         bus: EventBus,
+        recorder: Recorder | None = None,
         admission_timeout: float = 5.0,
     ) -> None:
         self.config = config
         self.admission = admission
         self.bus = bus
+        self.recorder = recorder
         self.admission_timeout = admission_timeout
         self.connections: set[RtmpProtocol] = set()
         self.publishers: dict[str, RtmpProtocol] = {}

@@ -43,6 +43,7 @@ class PublishStarted(BusEvent):
     channel_id: int
     key_id: str
     connection_id: str
+    session_id: int | None  # the publish_sessions row, None if it could not be written
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class PublishEnded(BusEvent):
     channel_id: int
     key_id: str
     connection_id: str
+    session_id: int | None
     reason: str
     media_bytes: int
     video_frames: int

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from stream_sync.audit import Actor
 from stream_sync.credentials import service
 from stream_sync.node import Node, open_store
 from stream_sync.settings import Settings
@@ -48,4 +49,6 @@ async def bus(node: Node) -> AsyncIterator[BusRecorder]:
 @pytest.fixture
 async def channel(node: Node) -> service.CreatedChannel:
     async with node.sessions() as session:
-        return await service.create_channel(session, secrets=node.store.secrets, name="demo")
+        return await service.create_channel(
+            session, secrets=node.store.secrets, name="demo", actor=Actor.cli()
+        )

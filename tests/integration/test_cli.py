@@ -20,9 +20,18 @@ CLI = [sys.executable, "-m", "stream_sync"]
 KEY = re.compile(r"ssk_[0-9A-Za-z]{12}_[0-9A-Za-z]{43}")
 
 
-async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    proc = await run_process([*CLI, *args], env=env)
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
+async def cli(
+    *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None
+) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *CLI,
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin or b""), 30)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
@@ -99,6 +108,17 @@ async def test_operator_flow_create_publish_reset_shutdown(
     server: ServerProcess, tmp_path: Path
 ) -> None:
     data = str(tmp_path / "data")
+    code, out, err = await cli(
+        "users",
+        "create",
+        "ops@example.com",
+        "--admin",
+        "--password-stdin",
+        "--data-dir",
+        data,
+        stdin=b"an operator passphrase\n",
+    )
+    assert code == 0, err
     code, out, err = await cli("channels", "create", "demo", "--data-dir", data)
     assert code == 0, err
     key = KEY.search(out)
@@ -111,9 +131,14 @@ async def test_operator_flow_create_publish_reset_shutdown(
     )
     await server.wait_for_log(f"publish accepted channel=demo key_id={key_id}")
     async with httpx.AsyncClient(base_url=server.http_url) as http:
-        streams = (await http.get("/api/v1/streams")).json()
-        assert streams[0]["channel"] == "demo"
+        credentials = {"email": "ops@example.com", "password": "an operator passphrase"}
+        assert (await http.post("/api/auth/login", json=credentials)).status_code == 200
+        streams = (await http.get("/api/streams")).json()
         assert streams[0]["key_id"] == key_id
+        channel = (await http.get("/api/channels")).json()[0]
+        assert channel["name"] == "demo"
+        assert channel["status"] == "live"
+        assert channel["owner_id"] is not None  # the first admin adopted the channel
         assert (await http.get("/healthz")).json() == {"status": "ok"}
         assert (await http.get("/readyz")).status_code == 200
 

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from stream_sync.audit import Actor
 from stream_sync.credentials import service
 from stream_sync.node import Node
 from stream_sync.state.interfaces import PublishEnded, PublishStarted
@@ -96,7 +97,7 @@ async def test_key_reset_while_live_cuts_the_publisher_and_refuses_the_old_key(
     proc = await run_process(ffmpeg_command(debian_ffmpeg(), url, seconds=30))
     await bus.wait_for(PublishStarted)
 
-    reset = await node.reset_key("demo")
+    reset = await node.control.reset_key(channel_id=channel.channel_id, actor=Actor.cli())
     reset_at = time.monotonic()
     ended = await bus.wait_for(PublishEnded, timeout=5)
     assert time.monotonic() - reset_at < 1.0

@@ -1,0 +1,62 @@
+"""What the HTTP API needs from the process that runs it; passed in, never imported."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ..accounts.throttle import LoginThrottle
+from ..credentials.server_secrets import ServerSecrets
+from ..operations import ControlPlane
+from ..settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class LiveStream:
+    """A publisher that is live right now on this node."""
+
+    channel_id: int
+    key_id: str
+    connection: str
+    peer: str
+    uptime: float
+    codecs: dict[str, str]
+    counters: dict[str, int]
+    bytes_in: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id,
+            "connection": self.connection,
+            "peer": self.peer,
+            "uptime": round(self.uptime, 3),
+            "codecs": self.codecs,
+            "counters": self.counters,
+            "bytes_in": self.bytes_in,
+        }
+
+
+class LiveView(Protocol):
+    def live_streams(self) -> dict[int, LiveStream]:
+        """Live publishers by channel id."""
+
+    def default_rtmp_url(self) -> str:
+        """The server URL for channels not mapped to a configured ingest server."""
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    secrets: ServerSecrets
+    control: ControlPlane
+    live: LiveView
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+
+    @property
+    def cookie_secure(self) -> bool:
+        if self.settings.cookie_secure is not None:
+            return self.settings.cookie_secure
+        return (self.settings.public_url or "").startswith("rtmps://")

@@ -1,0 +1,134 @@
+"""Request dependencies: who is asking, from where, and whether they may."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from ..accounts import api_tokens, web_sessions
+from ..accounts.users import UserInfo
+from ..audit import Actor
+from ..credentials import service as credentials
+from ..db.models import Role
+from .context import ApiContext
+from .errors import CsrfFailed, Forbidden, NotFound, Unauthenticated
+
+SESSION_COOKIE = "stream_sync_session"
+# Row ids in paths: bounded so that no number reaches the database driver out of range.
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+CSRF_HEADER = "X-CSRF-Token"
+_SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
+
+
+def get_context(request: Request) -> ApiContext:
+    context: ApiContext = request.app.state.context
+    return context
+
+
+Context = Annotated[ApiContext, Depends(get_context)]
+
+
+def client_address(request: Request, context: Context) -> str:
+    """The socket's peer, or the X-Forwarded-For client when the peer is a trusted proxy.
+
+    Walks X-Forwarded-For from the right, skipping trusted proxies, so a client
+    cannot choose its address by sending the header itself.
+    """
+    peer = request.client.host if request.client else "unknown"
+    networks = [ipaddress.ip_network(n, strict=False) for n in context.settings.trusted_proxies]
+
+    def trusted(address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in networks)
+
+    if not trusted(peer):
+        return peer
+    forwarded = request.headers.get("x-forwarded-for", "")
+    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not trusted(hop):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer  # garbage in the header: fall back to what we know
+    return peer
+
+
+Address = Annotated[str, Depends(client_address)]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user: UserInfo
+    address: str
+    session_token: str | None  # set for browser sessions (cookie), None for API tokens
+    csrf_token: str | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user.role == Role.ADMIN
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.user.email, self.user.id, self.address)
+
+
+async def current_principal(request: Request, context: Context, address: Address) -> Principal:
+    authorization = request.headers.get("authorization", "")
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("use 'Authorization: Bearer <API token>'")
+        async with context.sessions() as session:
+            user = await api_tokens.resolve_token(session, token=token.strip())
+        if user is None:
+            raise Unauthenticated("the API token is not valid")
+        return Principal(user, address, None, None)  # no cookie involved: no CSRF to check
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        raise Unauthenticated("sign in first")
+    async with context.sessions() as session:
+        info = await web_sessions.resolve_session(session, token=cookie)
+    if info is None:
+        raise Unauthenticated("your session has ended; sign in again")
+    if request.method not in _SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(sent.encode(), info.csrf_token.encode()):
+            raise CsrfFailed(f"missing or wrong {CSRF_HEADER} header")
+    return Principal(info.user, address, cookie, info.csrf_token)
+
+
+CurrentUser = Annotated[Principal, Depends(current_principal)]
+
+
+async def admin_principal(principal: CurrentUser) -> Principal:
+    if not principal.is_admin:
+        raise Forbidden("this needs an admin account")
+    return principal
+
+
+AdminUser = Annotated[Principal, Depends(admin_principal)]
+
+
+async def visible_channel(
+    channel_ref: str, principal: CurrentUser, context: Context
+) -> credentials.ChannelInfo:
+    """The channel if this user may see it; someone else's channel does not exist for them."""
+    async with context.sessions() as session:
+        try:
+            channel = await credentials.find_channel(session, channel_ref)
+        except credentials.ChannelNotFound:
+            raise NotFound("no such channel") from None
+    if not principal.is_admin and channel.owner_id != principal.user.id:
+        raise NotFound("no such channel")
+    return channel
+
+
+VisibleChannel = Annotated[credentials.ChannelInfo, Depends(visible_channel)]

@@ -1,0 +1,301 @@
+"""Channels, their keys, sessions and audit trail.
+
+A key appears in a response only where the user just asked for it (create, reveal,
+reset, rotate), never in a GET. Someone else's channel answers 404, as if it did
+not exist.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Query, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from ...accounts import users
+from ...audit import list_entries
+from ...credentials import service as credentials
+from ...monitor import history
+from ...servers import service as servers
+from ..context import ApiContext
+from ..deps import AdminUser, Context, CurrentUser, VisibleChannel
+from ..errors import NotFound
+
+router = APIRouter(prefix="/api/channels", tags=["channels"])
+
+
+class KeyOut(BaseModel):
+    key_id: str | None
+    masked: str | None = Field(description="Prefix, key id and the last 4 characters.")
+    created_at: datetime | None
+    rotating_key_ids: list[str] = Field(description="Rotated-out keys still valid for a while.")
+
+
+class ChannelOut(BaseModel):
+    id: str = Field(description="The channel's public id.")
+    name: str
+    owner_id: int | None
+    created_at: datetime
+    ingest_server: str | None
+    server_url: str = Field(description="OBS: Settings > Stream > Server.")
+    status: str = Field(description="live or offline")
+    stats: dict[str, Any] | None
+
+
+class ChannelDetailOut(ChannelOut):
+    key: KeyOut
+
+
+class ChannelCreateIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    owner_email: str | None = Field(None, max_length=254)
+
+
+class ChannelCreatedOut(ChannelOut):
+    key_id: str
+    stream_key: str = Field(description="Shown only in this response; OBS: Stream Key.")
+
+
+async def _server_url(context: ApiContext, server_id: int | None) -> tuple[str | None, str]:
+    if server_id is None:
+        return None, context.live.default_rtmp_url()
+    async with context.sessions() as session:
+        server = await servers.get_server(session, ref=str(server_id))
+    return server.name, server.rtmp_url
+
+
+async def _channel_out(context: ApiContext, channel: credentials.ChannelInfo) -> dict[str, Any]:
+    server_name, server_url = await _server_url(context, channel.ingest_server_id)
+    live = context.live.live_streams().get(channel.id)
+    return {
+        "id": channel.public_id,
+        "name": channel.name,
+        "owner_id": channel.owner_id,
+        "created_at": channel.created_at,
+        "ingest_server": server_name,
+        "server_url": server_url,
+        "status": "live" if live else "offline",
+        "stats": live.as_dict() if live else None,
+    }
+
+
+@router.get("")
+async def list_channels(principal: CurrentUser, context: Context) -> list[ChannelOut]:
+    owner = None if principal.is_admin else principal.user.id
+    async with context.sessions() as session:
+        summaries = await credentials.list_channels(session, owner_id=owner)
+    result = []
+    for summary in summaries:
+        info = credentials.ChannelInfo(
+            id=summary.channel_id,
+            public_id=summary.public_id,
+            name=summary.name,
+            owner_id=summary.owner_id,
+            ingest_server_id=summary.ingest_server_id,
+            created_at=summary.created_at,
+        )
+        result.append(ChannelOut(**await _channel_out(context, info)))
+    return result
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_channel(
+    body: ChannelCreateIn, principal: AdminUser, context: Context
+) -> ChannelCreatedOut:
+    owner_id = None
+    if body.owner_email:
+        async with context.sessions() as session:
+            owner_id = (await users.find_user(session, email=body.owner_email)).id
+    async with context.sessions() as session:
+        created = await credentials.create_channel(
+            session,
+            secrets=context.secrets,
+            name=body.name,
+            actor=principal.actor,
+            owner_id=owner_id,
+        )
+    async with context.sessions() as session:
+        channel = await credentials.get_channel(session, created.channel_id)
+    return ChannelCreatedOut(
+        **await _channel_out(context, channel), key_id=created.key_id, stream_key=created.key
+    )
+
+
+@router.get("/{channel_ref}")
+async def get_channel(channel: VisibleChannel, context: Context) -> ChannelDetailOut:
+    async with context.sessions() as session:
+        summaries = await credentials.list_channels(session, owner_id=channel.owner_id)
+    summary = next((s for s in summaries if s.channel_id == channel.id), None)
+    async with context.sessions() as session:
+        masked = await credentials.key_hint(session, secrets=context.secrets, channel_id=channel.id)
+    key = KeyOut(
+        key_id=summary.key_id if summary else None,
+        masked=masked,
+        created_at=summary.key_created_at if summary else None,
+        rotating_key_ids=list(summary.rotating_key_ids) if summary else [],
+    )
+    return ChannelDetailOut(**await _channel_out(context, channel), key=key)
+
+
+@router.delete("/{channel_ref}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_channel(channel: VisibleChannel, principal: AdminUser, context: Context) -> None:
+    await context.control.delete_channel(channel_id=channel.id, actor=principal.actor)
+
+
+class RevealedKeyOut(BaseModel):
+    key_id: str
+    stream_key: str
+
+
+@router.post("/{channel_ref}/key/reveal")
+async def reveal_key(
+    channel: VisibleChannel, principal: CurrentUser, context: Context
+) -> RevealedKeyOut:
+    async with context.sessions() as session:
+        key = await credentials.reveal_key(
+            session, secrets=context.secrets, channel_id=channel.id, actor=principal.actor
+        )
+    return RevealedKeyOut(key_id=key[4:16], stream_key=key)
+
+
+class KeyResetOut(BaseModel):
+    key_id: str
+    stream_key: str
+    revoked_key_ids: list[str]
+
+
+@router.post("/{channel_ref}/key/reset")
+async def reset_key(
+    channel: VisibleChannel, principal: CurrentUser, context: Context
+) -> KeyResetOut:
+    """For a leaked key: the old key stops working now and a live publisher on it is cut."""
+    result = await context.control.reset_key(channel_id=channel.id, actor=principal.actor)
+    return KeyResetOut(
+        key_id=result.key_id, stream_key=result.key, revoked_key_ids=list(result.revoked_key_ids)
+    )
+
+
+class KeyRotateIn(BaseModel):
+    overlap_seconds: int | None = Field(
+        None, ge=0, le=7 * 24 * 3600, description="How long the old key keeps working."
+    )
+
+
+class KeyRotateOut(BaseModel):
+    key_id: str
+    stream_key: str
+    previous_key_id: str | None
+    previous_expires_at: datetime | None
+
+
+@router.post("/{channel_ref}/key/rotate")
+async def rotate_key(
+    channel: VisibleChannel,
+    principal: CurrentUser,
+    context: Context,
+    body: KeyRotateIn | None = None,
+) -> KeyRotateOut:
+    """For a planned change: the old key keeps working until the overlap ends."""
+    seconds = body.overlap_seconds if body and body.overlap_seconds is not None else None
+    overlap = timedelta(
+        seconds=context.settings.key_rotation_overlap if seconds is None else seconds
+    )
+    result = await context.control.rotate_key(
+        channel_id=channel.id, actor=principal.actor, overlap=overlap
+    )
+    return KeyRotateOut(
+        key_id=result.key_id,
+        stream_key=result.key,
+        previous_key_id=result.previous_key_id,
+        previous_expires_at=result.previous_expires_at,
+    )
+
+
+class KeyRevokeOut(BaseModel):
+    revoked_key_ids: list[str]
+
+
+@router.post("/{channel_ref}/key/revoke")
+async def revoke_key(
+    channel: VisibleChannel, principal: CurrentUser, context: Context
+) -> KeyRevokeOut:
+    revoked = await context.control.revoke_keys(channel_id=channel.id, actor=principal.actor)
+    return KeyRevokeOut(revoked_key_ids=list(revoked))
+
+
+class SessionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    started_at: datetime
+    ended_at: datetime | None
+    end_reason: str | None
+    key_id: str
+    node: str
+    media_bytes: int
+    video_frames: int
+    audio_frames: int
+    video_codec: str | None
+    audio_codec: str | None
+
+
+@router.get("/{channel_ref}/sessions")
+async def list_sessions(
+    channel: VisibleChannel,
+    context: Context,
+    limit: int = Query(50, ge=1, le=500),
+    before: int | None = Query(None, ge=1, le=2**63 - 1),
+) -> list[SessionOut]:
+    async with context.sessions() as session:
+        rows = await history.list_sessions(
+            session, channel_id=channel.id, limit=limit, before_id=before
+        )
+    return [SessionOut.model_validate(row) for row in rows]
+
+
+class AuditOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    at: datetime
+    action: str
+    actor: str
+    key_id: str | None
+    source_address: str | None
+    count: int
+    details: dict[str, Any] | None
+
+
+@router.get("/{channel_ref}/audit")
+async def channel_audit(
+    channel: VisibleChannel,
+    context: Context,
+    limit: int = Query(100, ge=1, le=1000),
+    before: int | None = Query(None, ge=1, le=2**63 - 1),
+) -> list[AuditOut]:
+    async with context.sessions() as session:
+        rows = await list_entries(session, channel_id=channel.id, limit=limit, before_id=before)
+    return [AuditOut.model_validate(row) for row in rows]
+
+
+class MappingIn(BaseModel):
+    server: str | None = Field(None, description="Ingest server name or id; null unmaps.")
+
+
+@router.put("/{channel_ref}/ingest-server")
+async def map_channel(
+    body: MappingIn, channel: VisibleChannel, principal: AdminUser, context: Context
+) -> ChannelOut:
+    server_id = None
+    if body.server is not None:
+        async with context.sessions() as session:
+            try:
+                server_id = (await servers.get_server(session, ref=body.server)).id
+            except servers.ServerNotFound:
+                raise NotFound("no such ingest server") from None
+    async with context.sessions() as session:
+        updated = await credentials.set_channel_server(
+            session, channel_id=channel.id, server_id=server_id, actor=principal.actor
+        )
+    return ChannelOut(**await _channel_out(context, updated))

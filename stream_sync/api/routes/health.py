@@ -1,0 +1,47 @@
+"""Liveness, readiness, and the live streams of this node."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from ...credentials import service as credentials
+from ..deps import Context, CurrentUser
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up (it answers)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(context: Context) -> JSONResponse:
+    """200 while the database answers; the body names what is degraded."""
+    try:
+        async with context.sessions() as session:
+            await session.execute(text("SELECT 1"))
+    except Exception as exc:
+        return JSONResponse(
+            {"status": "unavailable", "database": f"unreachable ({type(exc).__name__})"},
+            status_code=503,
+        )
+    return JSONResponse({"status": "ok", "database": "ok"})
+
+
+@router.get("/api/streams", tags=["channels"])
+async def live_streams(principal: CurrentUser, context: Context) -> list[dict[str, Any]]:
+    """Live publishers on this node (all for admins, your own channels otherwise)."""
+    live = context.live.live_streams()
+    if principal.is_admin:
+        visible = set(live)
+    else:
+        async with context.sessions() as session:
+            own = await credentials.list_channels(session, owner_id=principal.user.id)
+        visible = {summary.channel_id for summary in own} & set(live)
+    return [{"channel_id": channel_id, **live[channel_id].as_dict()} for channel_id in visible]

@@ -1,0 +1,37 @@
+"""Bus events to and from JSON-safe dicts, for anything that crosses a process boundary."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..errors import DomainError
+from .interfaces import BusEvent, KeyRevoked, PublishEnded, PublishStarted
+
+EVENT_TYPES: dict[str, type[BusEvent]] = {
+    cls.__name__: cls for cls in (KeyRevoked, PublishStarted, PublishEnded)
+}
+
+
+class UnknownEvent(DomainError):
+    code = "bad_event"
+    status = 400
+
+
+def encode_event(event: BusEvent) -> dict[str, Any]:
+    return {"type": type(event).__name__, **dataclasses.asdict(event)}
+
+
+def decode_event(data: Any, allowed: frozenset[str] | None = None) -> BusEvent:
+    """Rebuild an event; only known types with exactly their fields are accepted."""
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        raise UnknownEvent("an event is an object with a type")
+    name = data["type"]
+    cls = EVENT_TYPES.get(name)
+    if cls is None or (allowed is not None and name not in allowed):
+        raise UnknownEvent(f"event type {name[:64]!r} is not accepted here")
+    fields = {field.name for field in dataclasses.fields(cls)}
+    values = {key: value for key, value in data.items() if key != "type"}
+    if set(values) != fields:
+        raise UnknownEvent(f"{name} needs exactly the fields {sorted(fields)}")
+    return cls(**values)
