@@ -7,7 +7,10 @@ commit before returning, readers end their read transaction, and a failure
 rolls back and leaves the session usable. Results are plain frozen values.
 
 Every change writes its audit row(s) inside its own transaction: the change and
-its record land together or not at all.
+its record land together or not at all. So do the `KeyRevoked` events of keys that
+stop being valid: they are staged in the event outbox (``state.outbox``) in the same
+transaction; the caller publishes them on the bus after the commit, and consumers
+that missed the bus catch up from the outbox.
 
 Key states: a channel has at most one *current* key (no expiry, not revoked; the
 database enforces it). Rotation gives the current key an expiry and issues a new
@@ -20,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -62,6 +66,8 @@ from stream_sync.db.models import (
 )
 from stream_sync.errors import DomainError
 from stream_sync.servers.errors import ServerNotFound
+from stream_sync.state import outbox
+from stream_sync.state.interfaces import KeyRevoked
 
 __all__ = [
     "DEFAULT_OVERLAP",
@@ -351,6 +357,9 @@ async def delete_channel(
                 )
             ).all()
         )
+        # Staged while the channel exists (it takes the channel's next seq); the
+        # deletion then nulls the rows' channel_id, the payloads keep it.
+        await _stage_revoked(session, ((channel_id, key_id) for key_id in active))
         # channel_id stays NULL here: the row outlives the channel, whose FK would
         # null it anyway; the details keep what identified it.
         audit.add_entry(
@@ -447,6 +456,7 @@ async def _reset_once(
     async with session.begin():
         channel = await _require_channel(session, channel_id, lock=True)
         revoked = await _revoke(session, _active(now), now, StreamKey.channel_id == channel_id)
+        await _stage_revoked(session, ((channel_id, key_id) for key_id in revoked))
         session.add(_key_row(secrets, channel_id, generated, now))
         audit.add_entry(
             session,
@@ -506,6 +516,7 @@ async def _rotate_once(
         # First the older rotated-out key, then the current one: in the other
         # order the first update would catch the key just rotated out.
         revoked = await _revoke(session, _rotating(now), now, StreamKey.channel_id == channel_id)
+        await _stage_revoked(session, ((channel_id, key_id) for key_id in revoked))
         previous_key_id = await session.scalar(
             update(StreamKey)
             .where(StreamKey.channel_id == channel_id, _current())
@@ -550,6 +561,7 @@ async def revoke_keys(
     async with session.begin():
         await _require_channel(session, channel_id, lock=True)
         revoked = await _revoke(session, _active(now), now, StreamKey.channel_id == channel_id)
+        await _stage_revoked(session, ((channel_id, key_id) for key_id in revoked))
         for key_id in revoked:
             audit.add_entry(
                 session,
@@ -588,6 +600,7 @@ async def revoke_owner_keys(
             )
         ).all()
         pairs = sorted((channel_id, key_id) for channel_id, key_id in rows)
+        await _stage_revoked(session, pairs)
         for channel_id, key_id in pairs:
             audit.add_entry(
                 session,
@@ -804,6 +817,12 @@ async def _revoke(
         )
     ).all()
     return tuple(sorted(key_ids))
+
+
+async def _stage_revoked(session: AsyncSession, revoked: Iterable[tuple[int, str]]) -> None:
+    """One `KeyRevoked` per (channel id, key id) into the outbox, in the open transaction."""
+    for channel_id, key_id in revoked:
+        await outbox.stage(session, KeyRevoked(channel_id=channel_id, key_id=key_id))
 
 
 def _hash_matches(secrets: ServerSecrets, presented: str, stored: bytes) -> bool:

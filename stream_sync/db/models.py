@@ -18,6 +18,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     MetaData,
     String,
     TypeDecorator,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -147,6 +149,9 @@ class IngestServer(Base):
 
 class Channel(Base):
     __tablename__ = "channels"
+    # Never reuse a deleted channel's id on SQLite (PostgreSQL sequences never do):
+    # consumers tell events apart by (channel_id, seq), and seq restarts per channel.
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # Shown in URLs and dashboards; never a secret.
@@ -161,6 +166,9 @@ class Channel(Base):
     ingest_server_id: Mapped[int | None] = mapped_column(
         ForeignKey("ingest_servers.id", ondelete="SET NULL"), index=True
     )
+    # The last lifecycle event's sequence number (see state/outbox.py). Incrementing
+    # it locks the row, so a channel's events get gapless numbers in commit order.
+    event_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
 
 
 class StreamKey(Base):
@@ -215,6 +223,9 @@ class PublishSession(Base):
     audio_frames: Mapped[int] = mapped_column(BigInteger, default=0)
     video_codec: Mapped[str | None] = mapped_column(String(16))
     audio_codec: Mapped[str | None] = mapped_column(String(16))
+    # The publish lock's fencing token when the session started: a newer holder of
+    # the channel always has a larger one.
+    fencing_token: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class AuditEntry(Base):
@@ -240,3 +251,65 @@ class AuditEntry(Base):
     source_address: Mapped[str | None] = mapped_column(String(64))
     count: Mapped[int] = mapped_column(Integer, default=1)
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class OutboxEvent(Base):
+    """A lifecycle event, committed with the change it describes, then put on the bus.
+
+    Consumers that restart (or a Redis that restarted empty) catch up from here. The
+    payload is the whole event (``state.codec``); ``channel_id`` is nulled when the
+    channel is deleted, the payload keeps it. ``seq`` numbers a channel's events.
+    """
+
+    __tablename__ = "event_outbox"
+    __table_args__ = (
+        UniqueConstraint("channel_id", "seq"),
+        # Ids are cursors: SQLite must not hand out an id again after retention
+        # emptied the table.
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    type: Mapped[str] = mapped_column(String(32))
+    channel_id: Mapped[int | None] = mapped_column(ForeignKey("channels.id", ondelete="SET NULL"))
+    seq: Mapped[int | None] = mapped_column(BigInteger)  # NULL for events of no channel
+    node: Mapped[str | None] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Counter(Base):
+    """Numbers that must keep growing across restarts of everything but the database.
+
+    ``fencing``: the publish locks' fencing tokens (a Redis counter would restart).
+    """
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
+class PublishLock(Base):
+    """The one-publisher lock while Redis is down; times are epoch seconds, like Redis TTLs."""
+
+    __tablename__ = "publish_locks"
+
+    channel_id: Mapped[int] = mapped_column(
+        ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    owner: Mapped[str] = mapped_column(String(128))
+    node: Mapped[str] = mapped_column(String(64))
+    token: Mapped[int] = mapped_column(BigInteger)
+    renewed_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
+class ConsumerCursor(Base):
+    """How far a named outbox consumer got (the last outbox id it handled)."""
+
+    __tablename__ = "consumer_cursors"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_event_id: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,4 +1,4 @@
-"""Retention: old audit rows, old publish sessions and expired sign-ins are deleted.
+"""Retention: old audit rows, publish sessions, outbox events and expired sign-ins go.
 
 Deletes run in batches, each its own short transaction, so a large purge never
 holds SQLite's single write lock long enough to stall key checks and sign-ins.
@@ -14,10 +14,12 @@ from sqlalchemy import ColumnElement, CursorResult, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from stream_sync.db.models import AuditEntry, AuthSession, PublishSession, utcnow
+from stream_sync.db.models import AuditEntry, AuthSession, OutboxEvent, PublishSession, utcnow
 
 DEFAULT_AUDIT_DAYS = 365
 DEFAULT_SESSIONS_DAYS = 90
+# The outbox is for catching up, not history: a consumer away longer starts afresh.
+DEFAULT_OUTBOX_DAYS = 7
 BATCH_SIZE = 5000
 
 
@@ -26,6 +28,7 @@ class PurgeResult:
     audit_entries: int
     publish_sessions: int
     auth_sessions: int
+    outbox_events: int = 0
 
 
 async def purge(
@@ -34,15 +37,17 @@ async def purge(
     now: datetime | None = None,
     audit_days: int = DEFAULT_AUDIT_DAYS,
     sessions_days: int = DEFAULT_SESSIONS_DAYS,
+    outbox_days: int = DEFAULT_OUTBOX_DAYS,
     batch_size: int = BATCH_SIZE,
 ) -> PurgeResult:
     """Delete what is past retention; 0 days keeps that kind forever. Commits per batch.
 
     Audit rows older than ``audit_days``, ended publish sessions that ended more
-    than ``sessions_days`` ago (live ones are never touched), and web sign-in
-    sessions past their expiry. Pass an idle session.
+    than ``sessions_days`` ago (live ones are never touched), outbox events older
+    than ``outbox_days``, and web sign-in sessions past their expiry. Pass an idle
+    session.
     """
-    if audit_days < 0 or sessions_days < 0:
+    if audit_days < 0 or sessions_days < 0 or outbox_days < 0:
         raise ValueError("retention days must be 0 (keep forever) or more")
     if batch_size < 1:
         raise ValueError("batch_size must be positive")
@@ -62,11 +67,20 @@ async def purge(
             PublishSession.ended_at.is_not(None) & (PublishSession.ended_at < cutoff),
             batch_size,
         )
+    outbox_count = 0
+    if outbox_days:
+        cutoff = now - timedelta(days=outbox_days)
+        outbox_count = await _delete_batches(
+            session, OutboxEvent.id, OutboxEvent.created_at < cutoff, batch_size
+        )
     auth_count = await _delete_batches(
         session, AuthSession.id, AuthSession.expires_at < now, batch_size
     )
     return PurgeResult(
-        audit_entries=audit_count, publish_sessions=sessions_count, auth_sessions=auth_count
+        audit_entries=audit_count,
+        publish_sessions=sessions_count,
+        auth_sessions=auth_count,
+        outbox_events=outbox_count,
     )
 
 

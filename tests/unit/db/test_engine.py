@@ -23,8 +23,8 @@ def test_sqlite_url_points_at_the_data_dir(tmp_path: Path) -> None:
     assert url == f"sqlite+aiosqlite:///{tmp_path.resolve() / 'stream-sync.db'}"
 
 
-def test_head_is_the_control_plane_revision() -> None:
-    assert head_revision() == "0002"
+def test_head_is_the_cluster_revision() -> None:
+    assert head_revision() == "0003"
 
 
 async def test_pragmas_are_set_on_every_connection(sqlite_engine: AsyncEngine) -> None:

@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from stream_sync.db import AuditEntry, AuthSession, Channel, PublishSession, User, session_factory
+from stream_sync.db.models import OutboxEvent
 from stream_sync.db.retention import PurgeResult, purge
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -93,3 +94,27 @@ async def test_negative_days_are_refused(engine: AsyncEngine) -> None:
     async with session_factory(engine)() as session:
         with pytest.raises(ValueError, match="keep forever"):
             await purge(session, audit_days=-1)
+
+
+async def test_outbox_events_past_their_days_are_purged(engine: AsyncEngine) -> None:
+    async with session_factory(engine)() as session:
+        async with session.begin():
+            for age in (30, 8, 6, 0):
+                session.add(
+                    OutboxEvent(
+                        created_at=NOW - age * DAY,
+                        type="NodeLost",
+                        payload={"type": "NodeLost", "node": f"n{age}"},
+                    )
+                )
+        assert await purge(session, now=NOW, outbox_days=0) == PurgeResult(0, 0, 0, 0)
+        result = await purge(session, now=NOW, batch_size=1)  # 7 days by default
+        assert result == PurgeResult(0, 0, 0, outbox_events=2)
+        async with session.begin():
+            created = (
+                await session.scalars(select(OutboxEvent.created_at).order_by(OutboxEvent.id))
+            ).all()
+        assert created == [NOW - 6 * DAY, NOW]
+        assert await purge(session, now=NOW, outbox_days=1) == PurgeResult(0, 0, 0, 1)
+        with pytest.raises(ValueError, match="keep forever"):
+            await purge(session, outbox_days=-1)

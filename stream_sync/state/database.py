@@ -1,0 +1,203 @@
+"""The database engine for fencing tokens and publish locks: what holds while Redis is down.
+
+Fencing tokens always come from here (``counters``), so they keep growing whatever
+happens to Redis. The locks are the fallback for the one-publisher rule: each
+change is one conditional statement, so two nodes racing for a channel get exactly
+one winner on PostgreSQL (row locks, ON CONFLICT) and on SQLite (one writer).
+
+Semantics match the in-process and Redis engines: an expired lease is as good as
+absent (acquirable; renew, take_over and holder do not see it), and every change
+compares the exact token. Lease times are epoch seconds from each node's clock, so
+clocks must agree to well within the TTL (NTP).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from stream_sync.credentials.errors import ChannelNotFound
+from stream_sync.db.models import Counter, PublishLock
+
+from .inprocess import check_successor, check_ttl
+from .interfaces import Lease
+
+__all__ = ["FENCING", "DatabaseFencing", "DatabaseLocks"]
+
+FENCING = "fencing"
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+def _insert(session: AsyncSession, model: Any) -> Any:
+    """INSERT with ON CONFLICT support: both dialects spell it the same way."""
+    dialect = session.get_bind().dialect.name
+    return (postgresql if dialect == "postgresql" else sqlite).insert(model)
+
+
+class DatabaseFencing:
+    """Fencing tokens from a counter row: every token is larger than all before it.
+
+    Each call is its own short transaction, committed before the token is used, so a
+    token is never handed out twice, even across processes and restarts. The row is
+    created if it is missing (the migration inserts it; a truncated table must not
+    break ingest).
+    """
+
+    def __init__(self, sessions: Sessions, *, name: str = FENCING) -> None:
+        self._sessions = sessions
+        self._name = name
+
+    async def next_token(self) -> int:
+        async with self._sessions() as session, session.begin():
+            statement = _insert(session, Counter).values(name=self._name, value=1)
+            statement = statement.on_conflict_do_update(
+                index_elements=[Counter.name], set_={"value": Counter.value + 1}
+            ).returning(Counter.value)
+            token: int = (await session.execute(statement)).scalar_one()
+        return token
+
+    async def observe(self, token: int) -> None:
+        """Raise the counter to at least ``token`` (a token issued elsewhere was seen)."""
+        async with self._sessions() as session, session.begin():
+            statement = _insert(session, Counter).values(name=self._name, value=token)
+            statement = statement.on_conflict_do_update(
+                index_elements=[Counter.name],
+                set_={"value": statement.excluded.value},
+                where=Counter.value < statement.excluded.value,
+            )
+            await session.execute(statement)
+
+    async def current(self) -> int:
+        """The last token handed out (0 if none)."""
+        async with self._sessions() as session, session.begin():
+            value = await session.scalar(select(Counter.value).where(Counter.name == self._name))
+        return value or 0
+
+
+class DatabaseLocks:
+    """`PublishLocks` on the ``publish_locks`` table; tokens come from the caller.
+
+    A holder that lost the race or its lease gets None, never an exception; database
+    errors propagate (the caller decides whether ingest can go on), and acquiring a
+    channel that no longer exists raises `ChannelNotFound`.
+    """
+
+    def __init__(self, sessions: Sessions, *, ttl: float, clock: Callable[[], float] = time.time):
+        check_ttl(ttl)
+        self.ttl = ttl
+        self._sessions = sessions
+        self._clock = clock
+
+    async def acquire(self, channel_id: int, owner: str, node: str, token: int) -> Lease | None:
+        now = self._clock()
+        values = self._values(owner, node, token, now)
+        try:
+            async with self._sessions() as session, session.begin():
+                # One statement: a new row, or replacing an expired one. On PostgreSQL
+                # a concurrent acquirer waits for the row (or the conflicting insert)
+                # and then re-checks the WHERE against what was committed: it finds a
+                # live lease and gets no row back.
+                statement = _insert(session, PublishLock).values(channel_id=channel_id, **values)
+                statement = statement.on_conflict_do_update(
+                    index_elements=[PublishLock.channel_id],
+                    set_=values,
+                    where=PublishLock.expires_at <= now,
+                ).returning(*_LEASE_COLUMNS)
+                row = (await session.execute(statement)).one_or_none()
+        except IntegrityError:  # the foreign key: the channel was deleted
+            raise ChannelNotFound(f"there is no channel with id {channel_id}") from None
+        return _lease(row)
+
+    async def renew(self, lease: Lease) -> Lease | None:
+        now = self._clock()
+        async with self._sessions() as session, session.begin():
+            row = (
+                await session.execute(
+                    update(PublishLock)
+                    .where(
+                        PublishLock.channel_id == lease.channel_id,
+                        PublishLock.token == lease.token,
+                        PublishLock.expires_at > now,
+                    )
+                    .values(renewed_at=now, expires_at=now + self.ttl)
+                    .returning(*_LEASE_COLUMNS)
+                    .execution_options(synchronize_session=False)
+                )
+            ).one_or_none()
+        return _lease(row)
+
+    async def release(self, lease: Lease) -> None:
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                delete(PublishLock)
+                .where(PublishLock.channel_id == lease.channel_id, PublishLock.token == lease.token)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def take_over(self, stale: Lease, owner: str, node: str, token: int) -> Lease | None:
+        check_successor(stale, token)
+        now = self._clock()
+        async with self._sessions() as session, session.begin():
+            row = (
+                await session.execute(
+                    update(PublishLock)
+                    .where(
+                        PublishLock.channel_id == stale.channel_id,
+                        PublishLock.token == stale.token,
+                        PublishLock.expires_at > now,
+                    )
+                    .values(**self._values(owner, node, token, now))
+                    .returning(*_LEASE_COLUMNS)
+                    .execution_options(synchronize_session=False)
+                )
+            ).one_or_none()
+        return _lease(row)
+
+    async def holder(self, channel_id: int) -> Lease | None:
+        now = self._clock()
+        async with self._sessions() as session, session.begin():
+            row = (
+                await session.execute(
+                    select(*_LEASE_COLUMNS).where(
+                        PublishLock.channel_id == channel_id, PublishLock.expires_at > now
+                    )
+                )
+            ).one_or_none()
+        return _lease(row)
+
+    def _values(self, owner: str, node: str, token: int, now: float) -> dict[str, Any]:
+        return {
+            "owner": owner,
+            "node": node,
+            "token": token,
+            "renewed_at": now,
+            "expires_at": now + self.ttl,
+        }
+
+
+_LEASE_COLUMNS = (
+    PublishLock.channel_id,
+    PublishLock.owner,
+    PublishLock.token,
+    PublishLock.node,
+    PublishLock.renewed_at,
+)
+
+
+def _lease(row: Any) -> Lease | None:
+    if row is None:
+        return None
+    return Lease(
+        channel_id=row.channel_id,
+        owner=row.owner,
+        token=row.token,
+        node=row.node,
+        renewed_at=row.renewed_at,
+    )

@@ -1,0 +1,122 @@
+"""Migration 0003 (outbox, per-channel sequence, fencing, database locks) on both engines.
+
+The models-versus-migrations comparison lives in test_migrations.py; these tests
+cover what it cannot see: data, the counter row, SQLite's AUTOINCREMENT, downgrade.
+"""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from stream_sync import audit
+from stream_sync.credentials import ServerSecrets, create_channel, delete_channel, reset_key
+from stream_sync.db import current_revision, downgrade, session_factory, upgrade
+from stream_sync.monitor import history
+from stream_sync.state import outbox
+from stream_sync.state.database import DatabaseFencing
+from stream_sync.state.interfaces import PublishStarted
+
+ACTOR = audit.Actor.cli()
+NEW_TABLES = {"event_outbox", "counters", "publish_locks", "consumer_cursors"}
+
+
+async def _tables(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as conn:
+        return set(await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names()))
+
+
+async def _columns(engine: AsyncEngine, table: str) -> set[str]:
+    async with engine.connect() as conn:
+        columns = await conn.run_sync(lambda sync: sa.inspect(sync).get_columns(table))
+    return {column["name"] for column in columns}
+
+
+async def test_the_fencing_counter_starts_at_zero(fresh_engine: AsyncEngine) -> None:
+    await upgrade(fresh_engine)
+    async with fresh_engine.connect() as conn:
+        rows = (await conn.execute(sa.text("SELECT name, value FROM counters"))).all()
+    assert [tuple(row) for row in rows] == [("fencing", 0)]
+    assert await DatabaseFencing(session_factory(fresh_engine)).next_token() == 1
+
+
+async def test_downgrade_to_0002_and_up_again_keeps_the_data(
+    fresh_engine: AsyncEngine, server_secrets: ServerSecrets
+) -> None:
+    await upgrade(fresh_engine, "0002")
+    sessions = session_factory(fresh_engine)
+    async with fresh_engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO channels (public_id, name, created_at) "
+                "VALUES ('ch_old', 'legacy', CURRENT_TIMESTAMP)"
+            )
+        )
+    await upgrade(fresh_engine)
+    async with fresh_engine.connect() as conn:
+        seqs = (await conn.execute(sa.text("SELECT name, event_seq FROM channels"))).all()
+    assert [tuple(row) for row in seqs] == [("legacy", 0)]  # the server default filled it
+
+    async with sessions() as session:
+        created = await create_channel(session, secrets=server_secrets, name="main", actor=ACTOR)
+        started = await history.record_publish_started(
+            session,
+            event=PublishStarted(created.channel_id, created.key_id, "c1", None, "node-1"),
+            remote_address=None,
+            fencing_token=3,
+        )
+    await downgrade(fresh_engine, "0002")
+    assert await current_revision(fresh_engine) == "0002"
+    assert not NEW_TABLES & await _tables(fresh_engine)
+    assert "event_seq" not in await _columns(fresh_engine, "channels")
+    assert "fencing_token" not in await _columns(fresh_engine, "publish_sessions")
+    async with fresh_engine.connect() as conn:
+        ids = (await conn.execute(sa.text("SELECT id FROM publish_sessions"))).scalars().all()
+    assert ids == [started.session_id]
+
+    await upgrade(fresh_engine)
+    async with sessions() as session:
+        await reset_key(session, secrets=server_secrets, channel_id=created.channel_id, actor=ACTOR)
+        [(_, event)] = await outbox.read_since(session, after_id=0)
+    assert event.channel_id == created.channel_id  # type: ignore[attr-defined]
+
+
+async def test_sqlite_never_reuses_channel_or_outbox_ids(
+    sqlite_engine: AsyncEngine, server_secrets: ServerSecrets
+) -> None:
+    await upgrade(sqlite_engine)
+    async with sqlite_engine.connect() as conn:
+        for table in ("channels", "event_outbox"):
+            sql = await conn.scalar(
+                sa.text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :t"),
+                {"t": table},
+            )
+            assert "AUTOINCREMENT" in sql, table  # a later batch rebuild must keep it
+    sessions = session_factory(sqlite_engine)
+    async with sessions() as session:
+        first = await create_channel(session, secrets=server_secrets, name="a", actor=ACTOR)
+        await delete_channel(session, channel_id=first.channel_id, actor=ACTOR)
+        second = await create_channel(session, secrets=server_secrets, name="b", actor=ACTOR)
+        last = await outbox.last_id(session)
+        async with session.begin():
+            await session.execute(sa.text("DELETE FROM event_outbox"))  # retention emptied it
+        await reset_key(session, secrets=server_secrets, channel_id=second.channel_id, actor=ACTOR)
+        [(row_id, _)] = await outbox.read_since(session, after_id=0)
+    assert second.channel_id > first.channel_id
+    assert row_id > last
+
+
+async def test_sqlite_audit_trigger_survives_the_channels_rebuild(
+    sqlite_engine: AsyncEngine, server_secrets: ServerSecrets
+) -> None:
+    await upgrade(sqlite_engine)
+    sessions = session_factory(sqlite_engine)
+    async with sessions() as session:
+        created = await create_channel(session, secrets=server_secrets, name="a", actor=ACTOR)
+        # The FK's SET NULL on the channel's audit rows is still let through ...
+        await delete_channel(session, channel_id=created.channel_id, actor=ACTOR)
+    # ... and any other UPDATE is still refused.
+    with pytest.raises(sa.exc.IntegrityError, match="append-only"):
+        async with sqlite_engine.begin() as conn:
+            await conn.execute(sa.text("UPDATE audit_log SET action = 'x'"))
