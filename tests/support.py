@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
+import socket
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
 from typing import Any, TypeVar
 
 import pytest
@@ -15,6 +19,8 @@ from stream_sync.state.interfaces import BusEvent, EventBus
 
 E = TypeVar("E", bound=BusEvent)
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# The shared Redis the state tests use, each test under its own key prefix.
+REDIS_URL = os.environ.get("STREAM_SYNC_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 def require(available: bool, what: str) -> None:
@@ -210,3 +216,92 @@ class RtmpTestClient:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A private redis-server on a free port that keeps nothing on disk.
+
+    For tests that stop, pause or restart Redis; the shared one must stay up. Use it
+    as a context manager so the process is killed whatever happens.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        exe = shutil.which("redis-server")
+        require(exe is not None, "redis-server (Debian package redis-server)")
+        assert exe is not None
+        self._exe = exe
+        self._directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> RedisServer:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.kill()
+
+    def start(self) -> None:
+        """Start (or restart, on the same port) the server; see wait_ready."""
+        assert self._process is None, "already running"
+        self._process = subprocess.Popen(
+            [
+                self._exe,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self._directory),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    async def wait_ready(self, timeout: float = 10) -> None:
+        """Poll with PING until the server answers PONG."""
+        async with asyncio.timeout(timeout):
+            while True:
+                assert self._process is not None
+                assert self._process.poll() is None, "redis-server exited"
+                try:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                except OSError:
+                    await asyncio.sleep(0.02)
+                    continue
+                try:
+                    writer.write(b"PING\r\n")
+                    if await reader.readline() == b"+PONG\r\n":
+                        return
+                finally:
+                    writer.close()
+                await asyncio.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL, as when a machine dies: no goodbye to connected clients beyond the kernel's."""
+        if self._process is None:
+            return
+        self._process.kill()
+        self._process.wait(timeout=10)
+        self._process = None
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open and nothing answers, like a hung server."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)

@@ -6,10 +6,32 @@ import dataclasses
 from typing import Any
 
 from ..errors import DomainError
-from .interfaces import BusEvent, KeyRevoked, PublishEnded, PublishStarted
+from .interfaces import (
+    BusEvent,
+    DrainRequested,
+    KeyRevoked,
+    NodeLost,
+    NodeUp,
+    PublishEnded,
+    PublishRefused,
+    PublishStarted,
+    StopRequested,
+    StreamStats,
+)
 
 EVENT_TYPES: dict[str, type[BusEvent]] = {
-    cls.__name__: cls for cls in (KeyRevoked, PublishStarted, PublishEnded)
+    cls.__name__: cls
+    for cls in (
+        KeyRevoked,
+        PublishStarted,
+        PublishEnded,
+        PublishRefused,
+        StopRequested,
+        DrainRequested,
+        NodeUp,
+        NodeLost,
+        StreamStats,
+    )
 }
 
 
@@ -30,8 +52,12 @@ def decode_event(data: Any, allowed: frozenset[str] | None = None) -> BusEvent:
     cls = EVENT_TYPES.get(name)
     if cls is None or (allowed is not None and name not in allowed):
         raise UnknownEvent(f"event type {name[:64]!r} is not accepted here")
-    fields = {field.name for field in dataclasses.fields(cls)}
+    fields = dataclasses.fields(cls)
+    required = {f.name for f in fields if f.default is dataclasses.MISSING}
     values = {key: value for key, value in data.items() if key != "type"}
-    if set(values) != fields:
-        raise UnknownEvent(f"{name} needs exactly the fields {sorted(fields)}")
-    return cls(**values)
+    if not required <= set(values) <= {f.name for f in fields}:
+        raise UnknownEvent(f"{name} needs the fields {sorted(required)}")
+    try:
+        return cls(**values)
+    except TypeError:
+        raise UnknownEvent(f"{name} with fields of the wrong shape") from None

@@ -1,28 +1,131 @@
-"""The seams the ingest node and the control plane talk through."""
+"""The seams the ingest nodes and the control plane talk through.
+
+Each protocol has an in-process engine (one `serve` process) and a Redis engine
+(several nodes); the key cache and locks also have a database engine that takes
+over while Redis is down. PostgreSQL stays the source of truth: lifecycle events
+are committed to its outbox first and published here second (see state/outbox.py).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
 from typing import Protocol
+
+# --- Key cache ---------------------------------------------------------------------------
+
+
+class KeyState(StrEnum):
+    VALID = "valid"
+    UNKNOWN = "unknown"  # no such key id (or a wrong secret for it)
+    REVOKED = "revoked"  # revoked, expired, or its owner disabled: never comes back
+
+
+@dataclass(frozen=True, slots=True)
+class CachedKey:
+    """What a node needs to check a key without the database.
+
+    The HMAC of the key is cached, not the key: the node verifies the presented key
+    against it with the server secret, exactly as against the database row.
+    """
+
+    key_id: str
+    state: KeyState
+    key_hash: bytes | None = field(default=None, repr=False)  # set for VALID
+    channel_id: int | None = None
+    channel_name: str | None = None
+    expires_at: datetime | None = None  # a rotated-out key stops being valid then
+    fresh_until: float = 0.0  # epoch seconds; after it, recheck the database if it answers
+
+
+class KeyCache(Protocol):
+    async def get(self, key_id: str) -> CachedKey | None: ...
+
+    async def fill(self, entry: CachedKey, ttl: float) -> bool:
+        """Store entry only if nothing is cached for its key id (a miss's read-back).
+
+        Returns False when something is there already, e.g. a tombstone written by a
+        revocation that raced with this fill: the tombstone must win.
+        """
+
+    async def replace(self, entry: CachedKey, ttl: float) -> None:
+        """Refresh an entry after the database confirmed it; a tombstone is never undone.
+
+        A refresh that read the database just before a revocation committed must not
+        turn the revocation's tombstone back into a valid key.
+        """
+
+    async def tombstone(self, key_id: str, ttl: float, channel_id: int | None = None) -> None:
+        """Mark a key id revoked, overwriting whatever is cached."""
+
+
+# --- Publish locks -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """The right to publish a channel; the fencing token grows with every new holder."""
+    """The right to publish a channel. A newer holder always has a larger token."""
 
     channel_id: int
-    owner: str
+    owner: str  # "<node>/<connection>"
     token: int
+    node: str = ""
+    renewed_at: float = 0.0  # epoch seconds of the last renewal (media flowing)
 
 
 class PublishLocks(Protocol):
-    async def acquire(self, channel_id: int, owner: str) -> Lease | None:
-        """The lease, or None when another owner holds the channel."""
+    async def acquire(self, channel_id: int, owner: str, node: str, token: int) -> Lease | None:
+        """The lease, or None while someone else holds the channel."""
+
+    async def renew(self, lease: Lease) -> Lease | None:
+        """Extend the TTL; None if the lease is gone or a newer token holds the channel."""
 
     async def release(self, lease: Lease) -> None:
-        """Release only if lease is still the current one (compare-and-delete)."""
+        """Compare-and-delete: only the holder of this token releases."""
+
+    async def take_over(self, stale: Lease, owner: str, node: str, token: int) -> Lease | None:
+        """Move the channel from exactly the stale lease to a new holder (compare-and-swap)."""
 
     async def holder(self, channel_id: int) -> Lease | None: ...
+
+
+class FencingTokens(Protocol):
+    async def next_token(self) -> int:
+        """A number larger than every token issued before, surviving restarts of Redis."""
+
+
+# --- Node registry ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    node_id: str  # the ingest server name
+    rtmp_url: str
+    capacity: int  # publishers
+    capacity_mbps: float  # 0 = unlimited
+    publishers: int = 0
+    mbps: float = 0.0
+    draining: bool = False
+    heartbeat_at: float = 0.0  # epoch seconds
+
+    @property
+    def has_room(self) -> bool:
+        if self.draining or self.publishers >= self.capacity:
+            return False
+        return not self.capacity_mbps or self.mbps < self.capacity_mbps
+
+
+class NodeRegistry(Protocol):
+    async def heartbeat(self, node: NodeInfo, ttl: float) -> None:
+        """Register or refresh; a node that stops calling disappears after ttl."""
+
+    async def nodes(self) -> list[NodeInfo]: ...
+
+    async def remove(self, node_id: str) -> None: ...
+
+
+# --- Events ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +147,8 @@ class PublishStarted(BusEvent):
     key_id: str
     connection_id: str
     session_id: int | None  # the publish_sessions row, None if it could not be written
+    node: str = ""
+    seq: int = 0  # per-channel sequence number from the outbox; 0 if not recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +163,60 @@ class PublishEnded(BusEvent):
     audio_frames: int
     video_codec: str | None  # FourCC from the last sequence start, e.g. "avc1", "hvc1"
     audio_codec: str | None
+    node: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRefused(BusEvent):
+    channel_id: int | None
+    key_id: str | None
+    reason: str
+    address: str
+    node: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StopRequested(BusEvent):
+    """Stop a channel's live publish: an admin kick (the key stays valid), or a takeover.
+
+    With before_token set, only a publisher holding an older lease stops: the one
+    that took over keeps going.
+    """
+
+    channel_id: int
+    reason: str = "kicked"
+    before_token: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DrainRequested(BusEvent):
+    """Stop admitting on a node, move capable publishers, close the rest by the deadline."""
+
+    node: str
+    deadline: float  # epoch seconds
+
+
+@dataclass(frozen=True, slots=True)
+class NodeUp(BusEvent):
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLost(BusEvent):
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStats(BusEvent):
+    """Periodic, best effort: what a live stream's counters say now."""
+
+    channel_id: int
+    session_id: int | None
+    node: str
+    at: float
+    counters: dict[str, int]
+    codecs: dict[str, str] = field(default_factory=dict)
 
 
 class Subscription(Protocol):

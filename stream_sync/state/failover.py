@@ -1,0 +1,183 @@
+"""The one-publisher rule and fencing tokens when Redis or the database goes away.
+
+Locks: Redis while it answers, the database's lock table while it does not; never
+by hope. A lease remembers which engine issued it. A node renewing a Redis lease
+while Redis is down moves it into the database; renewing a database lease once
+Redis is back moves it into Redis. A Redis acquisition also checks the database
+for a holder from an outage that has not moved back yet, so the two engines never
+both grant one channel. (A partition in which one node sees Redis and another does
+not for longer than a lease is the residual risk; both engines expire leases, and
+the fencing token tells stale holders apart.)
+
+Fencing tokens come from the database, so they keep growing when Redis restarts
+empty. While the database is down, Redis hands them out from a counter that every
+database token is written into, so they keep growing across that outage as well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from .database import DatabaseFencing, DatabaseLocks
+from .errors import StateUnavailable
+from .interfaces import Lease
+from .redis import RedisLocks, RedisState
+
+log = logging.getLogger("stream_sync.state")
+
+_PRIMARY, _FALLBACK = "redis", "database"
+
+# Raise the counter to at least ARGV[1]; returns the counter.
+_AT_LEAST = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local wanted = tonumber(ARGV[1])
+if wanted > current then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return wanted
+end
+return current
+"""
+
+
+class FailoverLocks:
+    def __init__(self, primary: RedisLocks, fallback: DatabaseLocks) -> None:
+        self._primary = primary
+        self._fallback = fallback
+        self._engine: dict[tuple[int, int], str] = {}  # (channel, token) -> engine
+        self.degraded = False
+
+    def _note(self, degraded: bool) -> None:
+        if degraded != self.degraded:
+            self.degraded = degraded
+            if degraded:
+                log.warning("publish locks held in the database while Redis is unavailable")
+            else:
+                log.info("publish locks back in Redis")
+
+    def _remember(self, lease: Lease | None, engine: str) -> Lease | None:
+        if lease is not None:
+            self._engine[(lease.channel_id, lease.token)] = engine
+        return lease
+
+    async def acquire(self, channel_id: int, owner: str, node: str, token: int) -> Lease | None:
+        try:
+            lease = await self._primary.acquire(channel_id, owner, node, token)
+        except StateUnavailable:
+            self._note(True)
+            return self._remember(
+                await self._fallback.acquire(channel_id, owner, node, token), _FALLBACK
+            )
+        self._note(False)
+        if lease is None:
+            return None
+        try:
+            other = await self._fallback.holder(channel_id)
+        except SQLAlchemyError:
+            other = None  # the database is down too: Redis alone decides
+        if other is not None and other.owner != owner:
+            await self._primary.release(lease)  # an outage-era holder still owns it
+            return None
+        return self._remember(lease, _PRIMARY)
+
+    async def renew(self, lease: Lease) -> Lease | None:
+        key = (lease.channel_id, lease.token)
+        if self._engine.get(key, _PRIMARY) == _PRIMARY:
+            try:
+                renewed = await self._primary.renew(lease)
+            except StateUnavailable:
+                self._note(True)
+                moved = await self._fallback.acquire(
+                    lease.channel_id, lease.owner, lease.node, lease.token
+                )
+                if moved is None:
+                    self._engine.pop(key, None)
+                return self._remember(moved, _FALLBACK)
+            if renewed is None:
+                self._engine.pop(key, None)
+            return renewed
+        try:
+            moved = await self._primary.acquire(
+                lease.channel_id, lease.owner, lease.node, lease.token
+            )
+        except StateUnavailable:
+            renewed = await self._fallback.renew(lease)
+            if renewed is None:
+                self._engine.pop(key, None)
+            return renewed
+        self._note(False)
+        if moved is not None:
+            await self._fallback.release(lease)
+            return self._remember(moved, _PRIMARY)
+        holder = await self._primary.holder(lease.channel_id)
+        if holder is not None and holder.token > lease.token:
+            self._engine.pop(key, None)
+            return None  # someone newer holds it in Redis
+        return await self._fallback.renew(lease)
+
+    async def release(self, lease: Lease) -> None:
+        engine = self._engine.pop((lease.channel_id, lease.token), _PRIMARY)
+        if engine == _PRIMARY:
+            with contextlib.suppress(StateUnavailable):  # it expires by TTL
+                await self._primary.release(lease)
+        else:
+            await self._fallback.release(lease)
+
+    async def take_over(self, stale: Lease, owner: str, node: str, token: int) -> Lease | None:
+        try:
+            lease = await self._primary.take_over(stale, owner, node, token)
+            if lease is not None:
+                return self._remember(lease, _PRIMARY)
+        except StateUnavailable:
+            self._note(True)
+        return self._remember(await self._fallback.take_over(stale, owner, node, token), _FALLBACK)
+
+    async def holder(self, channel_id: int) -> Lease | None:
+        try:
+            lease = await self._primary.holder(channel_id)
+        except StateUnavailable:
+            self._note(True)
+            return await self._fallback.holder(channel_id)
+        if lease is not None:
+            return lease
+        try:
+            return await self._fallback.holder(channel_id)
+        except SQLAlchemyError:
+            return None
+
+
+class FailoverFencing:
+    def __init__(self, database: DatabaseFencing, redis: RedisState | None) -> None:
+        self._database = database
+        self._redis = redis
+        self._at_least = redis.client.register_script(_AT_LEAST) if redis else None
+        self._issued_by_redis = False
+
+    async def next_token(self) -> int:
+        try:
+            token = await self._database.next_token()
+        except SQLAlchemyError:
+            if self._redis is None:
+                raise
+            token = int(await self._redis.run(self._redis.client.incr(self._key)))
+            self._issued_by_redis = True
+            log.warning("fencing token %d from Redis: the database is unavailable", token)
+            return token
+        if self._issued_by_redis and self._redis is not None:
+            # Back from a database outage: lift the database above what Redis issued.
+            with_redis = await self._redis.run(self._redis.client.get(self._key))
+            if with_redis is not None and int(with_redis) >= token:
+                await self._database.observe(int(with_redis))
+                token = await self._database.next_token()
+            self._issued_by_redis = False
+        if self._redis is not None and self._at_least is not None:
+            with contextlib.suppress(StateUnavailable):  # Redis catches up with the next token
+                await self._redis.run(self._at_least(keys=[self._key], args=[token]))
+        return token
+
+    @property
+    def _key(self) -> str:
+        assert self._redis is not None
+        return self._redis.key("fencing")
