@@ -34,12 +34,15 @@ from .audit import Actor
 from .credentials import server_secrets, service
 from .db.backup import backup_sqlite
 from .db.engine import sqlite_url
-from .db.models import Role
+from .db.models import Role as UserRole
 from .errors import DomainError
-from .node import Node, Store, open_store
+from .ingest.keycheck import KeyChecker
+from .monitor import history
+from .node import ALL_ROLES, Node, Role, Store, open_store
 from .operations import ControlPlane
 from .servers import service as servers
 from .settings import Settings, SettingsError, load_settings
+from .state.engines import open_state
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -92,9 +95,29 @@ def _actor() -> Actor:
 
 @contextlib.asynccontextmanager
 async def _control(settings: Settings) -> AsyncIterator[tuple[Store, ControlPlane]]:
+    """The control plane as a CLI process sees it.
+
+    In a cluster (Redis configured) the CLI talks to the cluster's bus and key cache
+    itself; otherwise its events go to a server running with this data folder.
+    """
     async with open_store(settings) as store:
-        bus = admin.AdminSocketBus(settings.data_dir)
-        yield store, ControlPlane(sessions=store.sessions, secrets=store.secrets, bus=bus)
+        if settings.redis_url is None:
+            bus = admin.AdminSocketBus(settings.data_dir)
+            yield store, ControlPlane(sessions=store.sessions, secrets=store.secrets, bus=bus)
+            return
+        state = open_state(
+            store.sessions, redis_url=settings.redis_url, prefix=settings.redis_prefix
+        )
+        checker = KeyChecker(sessions=store.sessions, secrets=store.secrets, cache=state.cache)
+        try:
+            yield (
+                store,
+                ControlPlane(
+                    sessions=store.sessions, secrets=store.secrets, bus=state.bus, checker=checker
+                ),
+            )
+        finally:
+            await state.close()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -119,19 +142,98 @@ def main() -> None:
 @_fail_cleanly
 def serve(**options: Any) -> None:
     """Run ingest, API and state in one process (SQLite and in-process state)."""
+    _start(ALL_ROLES, options)
+
+
+def _start(roles: frozenset[Role], options: dict[str, Any]) -> None:
     settings = load_settings(**options)
     settings.rtmp_config()  # validates the combination before anything starts
+    if roles != ALL_ROLES and settings.redis_url is None:
+        raise CommandError(
+            f"`stream-sync {'/'.join(sorted(roles))}` runs as part of a cluster: set "
+            "STREAM_SYNC_REDIS_URL (and STREAM_SYNC_DATABASE_URL); for one process use "
+            "`stream-sync serve`"
+        )
     logs.configure(settings.log_level)
-    _run(_serve(settings))
+    _run(_serve(settings, roles))
 
 
-async def _serve(settings: Settings) -> None:
+def _role_options(func: Callable[P, None]) -> Callable[P, None]:
+    for option in reversed(
+        [
+            click.option("--host", default=None, help="Address to listen on [127.0.0.1]."),
+            click.option("--server-name", default=None, help="This node's name [host name]."),
+            click.option(
+                "--redis-url", default=None, help="redis://host:6379/0 [STREAM_SYNC_REDIS_URL]."
+            ),
+            click.option("--log-level", default=None, help="debug, info, warning or error."),
+        ]
+    ):
+        func = option(func)
+    return store_options(func)
+
+
+@main.group(invoke_without_command=True)
+@_role_options
+@click.option("--rtmp-port", type=int, default=None, help="RTMP port [1935].")
+@click.option("--public-url", default=None, help="This node's URL for encoders.")
+@click.option("--capacity", type=int, default=None, help="Publishers this node takes [1000].")
+@click.pass_context
+@_fail_cleanly
+def ingest(context: click.Context, /, **options: Any) -> None:
+    """Run an ingest node of a cluster (needs Redis); or a subcommand."""
+    if context.invoked_subcommand is None:
+        _start(frozenset({Role.INGEST}), options)
+
+
+@ingest.command("drain")
+@click.argument("node")
+@click.option(
+    "--deadline",
+    type=click.FloatRange(0, 86_400),
+    default=None,
+    help="Seconds until the rest are closed [600].",
+)
+@store_options
+@_fail_cleanly
+def ingest_drain(node: str, deadline: float | None, **options: Any) -> None:
+    """Stop admitting on NODE, move capable publishers elsewhere, close the rest later."""
+    settings = load_settings(**options)
+    seconds = settings.drain_deadline if deadline is None else deadline
+
+    async def run() -> None:
+        async with _control(settings) as (_, control):
+            await control.drain(node=node, deadline_seconds=seconds, actor=_actor())
+
+    _run(run())
+    click.echo(f"Draining {node}: publishers still there in {seconds:.0f}s are closed.")
+
+
+@main.command("api")
+@_role_options
+@click.option("--http-port", type=int, default=None, help="HTTP port [8080].")
+@click.option("--public-url", default=None, help="Default server URL shown to streamers.")
+@_fail_cleanly
+def api_role(**options: Any) -> None:
+    """Run the HTTP API of a cluster (needs Redis)."""
+    _start(frozenset({Role.API}), options)
+
+
+@main.command("monitor")
+@_role_options
+@_fail_cleanly
+def monitor_role(**options: Any) -> None:
+    """Run the monitor of a cluster: dead nodes, session history, retention (needs Redis)."""
+    _start(frozenset({Role.MONITOR}), options)
+
+
+async def _serve(settings: Settings, roles: frozenset[Role]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with open_store(settings) as store:
-        node = Node(settings, store)
+        node = Node(settings, store, roles)
         try:
             await node.start()
         except AlreadyRunningError as exc:
@@ -184,7 +286,7 @@ def users_create(email: str, is_admin: bool, password_stdin: bool, **options: An
     """Create an account (the password is asked for, or read from stdin)."""
     settings = load_settings(**options)
     password = _read_password(password_stdin)
-    role = Role.ADMIN if is_admin else Role.STREAMER
+    role = UserRole.ADMIN if is_admin else UserRole.STREAMER
 
     async def run() -> users.UserInfo:
         async with _control(settings) as (_, control):
@@ -331,11 +433,12 @@ def channels_list(**options: Any) -> None:
     """List channels, their key ids and whether they are live."""
     settings = load_settings(**options)
 
-    async def run() -> tuple[list[service.ChannelSummary], set[int] | None]:
-        async with open_store(settings) as store, store.sessions() as session:
-            rows = await service.list_channels(session)
-        streams = await admin.call(settings.data_dir, "streams.list")
-        live = None if streams is None else {int(stream["channel_id"]) for stream in streams}
+    async def run() -> tuple[list[service.ChannelSummary], set[int]]:
+        async with open_store(settings) as store:
+            async with store.sessions() as session:
+                rows = await service.list_channels(session)
+            async with store.sessions() as session:
+                live = await history.live_channel_ids(session)
         return rows, live
 
     rows, live = _run(run())
@@ -345,7 +448,7 @@ def channels_list(**options: Any) -> None:
     click.echo(f"{'NAME':<24} {'PUBLIC ID':<22} {'KEY ID':<14} {'CREATED (UTC)':<17} LIVE")
     for row in rows:
         created = row.created_at.strftime("%Y-%m-%d %H:%M")
-        status = "?" if live is None else ("live" if row.channel_id in live else "-")
+        status = "live" if row.channel_id in live else "-"
         click.echo(
             f"{row.name:<24} {row.public_id:<22} {row.key_id or '-':<14} {created:<17} {status}"
         )
@@ -398,6 +501,27 @@ def channels_map(channel: str, server: str | None, **options: Any) -> None:
 
     _run(run())
     click.echo(f"{channel} -> {server or 'this node (unmapped)'}")
+
+
+@main.group()
+def streams() -> None:
+    """Live streams."""
+
+
+@streams.command("kick")
+@click.argument("channel")
+@store_options
+@_fail_cleanly
+def streams_kick(channel: str, **options: Any) -> None:
+    """End CHANNEL's live publish without changing its key; the encoder may reconnect."""
+    settings = load_settings(**options)
+
+    async def run() -> None:
+        async with _control(settings) as (store, control):
+            await control.kick(channel_id=await _channel_id(store, channel), actor=_actor())
+
+    _run(run())
+    click.echo(f"Asked the ingest node to stop {channel}'s live publish.")
 
 
 # keys -------------------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""`stream-sync serve`: ingest, control plane and state in one process, embedded defaults."""
+"""A stream-sync process: the ingest, api and monitor roles, alone or together.
+
+`serve` runs all three in one process with embedded defaults (SQLite, in-process
+state). In a cluster each role runs as its own process (`stream-sync ingest`, `api`,
+`monitor`), all pointed at one database and one Redis; the same code either way.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,15 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import uvicorn
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .accounts import users
@@ -20,24 +28,39 @@ from .accounts.throttle import LoginThrottle
 from .admin.server import AdminServer
 from .api.app import create_app
 from .api.context import ApiContext, LiveStream
+from .api.live import BusLiveView
 from .audit.refusals import RefusalAggregator
 from .credentials import service
 from .credentials.server_secrets import ServerSecrets, load_or_create
 from .db.engine import create_engine, session_factory, sqlite_url, upgrade
+from .db.models import Channel, IngestServer, PublishSession
 from .db.retention import purge
-from .ingest.admission import KeyAdmission
+from .ingest.admission import KeyAdmission, TakeoverPolicy
+from .ingest.keycheck import CacheTimes, KeyChecker
 from .ingest.recorder import DatabaseRecorder
-from .ingest.server import IngestServer
+from .ingest.server import IngestServer as RtmpIngest
 from .monitor import history
+from .monitor.nodes import NodeWatcher
 from .operations import ControlPlane
 from .settings import Settings
 from .state.codec import decode_event
-from .state.inprocess import InProcessBus, InProcessLocks
+from .state.engines import StateEngines, open_state
+from .state.errors import StateUnavailable
+from .state.interfaces import BusEvent, NodeInfo
 
 log = logging.getLogger("stream_sync")
 RETENTION_INTERVAL = 6 * 3600.0
 # Events another process on this machine may inject through the admin socket.
-_ADMIN_SOCKET_EVENTS = frozenset({"KeyRevoked"})
+_ADMIN_SOCKET_EVENTS = frozenset({"KeyRevoked", "StopRequested", "DrainRequested"})
+
+
+class Role(StrEnum):
+    INGEST = "ingest"
+    API = "api"
+    MONITOR = "monitor"
+
+
+ALL_ROLES = frozenset(Role)
 
 
 def prepare_data_dir(path: Path) -> None:
@@ -77,26 +100,50 @@ class _EmbeddedUvicorn(uvicorn.Server):
 
 
 class Node:
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, roles: frozenset[Role] = ALL_ROLES
+    ) -> None:
         self.settings = settings
         self.store = store
+        self.roles = roles
         self.sessions = store.sessions
-        self.locks = InProcessLocks()
-        self.bus = InProcessBus()
-        self.control = ControlPlane(sessions=store.sessions, secrets=store.secrets, bus=self.bus)
+        self.state: StateEngines = open_state(
+            store.sessions,
+            redis_url=settings.redis_url,
+            prefix=settings.redis_prefix,
+            lock_ttl=settings.lock_ttl,
+        )
+        self.bus = self.state.bus
+        self.checker = KeyChecker(
+            sessions=store.sessions,
+            secrets=store.secrets,
+            cache=self.state.cache,
+            times=CacheTimes(
+                fresh_for=settings.key_cache_fresh, unknown_ttl=settings.key_cache_negative
+            ),
+        )
+        self.control = ControlPlane(
+            sessions=store.sessions, secrets=store.secrets, bus=self.bus, checker=self.checker
+        )
         self.refusals = RefusalAggregator(store.sessions)
+        self.live = BusLiveView(self.bus, self._default_rtmp_url)
         self.rtmp_port = 0
         self.http_port = 0
-        self._ingest: IngestServer | None = None
+        self._ingest: RtmpIngest | None = None
         self._admin: AdminServer | None = None
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []  # background work, cancelled on stop
+        self._mbps = 0.0
 
     @property
-    def ingest(self) -> IngestServer:
+    def name(self) -> str:
+        return self.settings.server_name
+
+    @property
+    def ingest(self) -> RtmpIngest:
         if self._ingest is None:
-            raise RuntimeError("the node is not started")
+            raise RuntimeError("this node does not run the ingest role")
         return self._ingest
 
     @property
@@ -106,56 +153,76 @@ class Node:
     def _background(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coroutine))
 
+    # Start and stop ----------------------------------------------------------------------
+
     async def start(self) -> None:
         settings = self.settings
-        async with self.sessions() as session:
-            closed = await history.close_open_sessions(
-                session, node=settings.server_name, reason="node restarted"
-            )
-        if closed:
-            log.info("closed %d publish sessions left open by a previous run", closed)
         self._admin = AdminServer(
             settings.data_dir,
-            {"info": self._op_info, "streams.list": self._op_streams, "bus.publish": self._op_bus},
+            {
+                "info": self._op_info,
+                "streams.list": self._op_streams,
+                "bus.publish": self._op_bus,
+                "stats": self._op_stats,
+            },
         )
         await self._admin.start()
-        admission = KeyAdmission(
-            sessions=self.sessions,
-            secrets=self.store.secrets,
-            locks=self.locks,
-            app=settings.rtmp_app,
+        if Role.INGEST in self.roles:
+            await self._start_ingest()
+        if Role.API in self.roles:
+            await self._seed_live_view()
+            self.live.start()
+            await self._start_http()
+        if Role.MONITOR in self.roles:
+            watcher = NodeWatcher(
+                registry=self.state.registry,
+                bus=self.bus,
+                close_sessions=self._close_node_sessions,
+                open_nodes=self._nodes_with_open_sessions,
+                interval=settings.heartbeat_interval,
+            )
+            self._background(watcher.run())
+            self._background(self._retention())
+        log.info(
+            "roles %s, state %s, data folder %s, server name %s",
+            ",".join(sorted(self.roles)),
+            "redis" if self.state.shared else "in-process",
+            settings.data_dir,
+            self.name,
         )
-        self._ingest = IngestServer(
+        await self._first_start_hints()
+
+    async def _start_ingest(self) -> None:
+        settings = self.settings
+        closed = await self._close_node_sessions(self.name)
+        if closed:
+            log.info("closed %d publish sessions left open by a previous run", len(closed))
+            for event in closed:
+                await self._publish(event)
+        admission = KeyAdmission(
+            checker=self.checker,
+            locks=self.state.locks,
+            fencing=self.state.fencing,
+            node=self,
+            app=settings.rtmp_app,
+            policy=TakeoverPolicy(settings.takeover_policy),
+            stale_after=settings.stale_after,
+            enforce_mapping=settings.enforce_mapping,
+        )
+        self._ingest = RtmpIngest(
             config=settings.rtmp_config(),
             admission=admission,
             bus=self.bus,
-            recorder=DatabaseRecorder(
-                self.sessions, node=settings.server_name, refusals=self.refusals
-            ),
+            node_name=self.name,
+            locks=self.state.locks,
+            checker=self.checker,
+            recorder=DatabaseRecorder(self.sessions, refusals=self.refusals),
             admission_timeout=settings.admission_timeout,
         )
         self.rtmp_port = await self._ingest.start(settings.host, settings.rtmp_port)
-        await self._start_http()
         self._background(self.refusals.run())
-        self._background(self._retention())
+        self._background(self._heartbeat())
         log.info("RTMP ingest listening on %s", self.rtmp_url)
-        log.info("HTTP listening on http://%s:%d", settings.host, self.http_port)
-        log.info("data folder %s, server name %s", settings.data_dir, settings.server_name)
-        await self._first_start_hints()
-
-    async def _first_start_hints(self) -> None:
-        data_dir = self.settings.data_dir
-        async with self.sessions() as session:
-            if not await users.count_admins(session):
-                log.info(
-                    "no admin account yet: stream-sync users create EMAIL --admin --data-dir %s",
-                    data_dir,
-                )
-        async with self.sessions() as session:
-            if not await service.list_channels(session):
-                log.info(
-                    "no channels yet: stream-sync channels create NAME --data-dir %s", data_dir
-                )
 
     async def _start_http(self) -> None:
         family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
@@ -174,14 +241,78 @@ class Node:
             sessions=self.sessions,
             secrets=self.store.secrets,
             control=self.control,
-            live=self,
+            live=self.live,
             throttle=LoginThrottle(),
+            dependencies=self._dependencies,
         )
         config = uvicorn.Config(
             create_app(context), log_config=None, access_log=False, lifespan="off"
         )
         self._http = _EmbeddedUvicorn(config)
         self._http_task = asyncio.get_running_loop().create_task(self._http.serve([sock]))
+        log.info("HTTP listening on http://%s:%d", self.settings.host, self.http_port)
+
+    async def stop(self) -> None:
+        if self._ingest is not None:
+            await self._ingest.shutdown(self.settings.shutdown_grace)
+            with contextlib.suppress(StateUnavailable):
+                await self.state.registry.remove(self.name)
+        for task in self._tasks:
+            task.cancel()  # the refusal aggregator flushes what it holds as it stops
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.live.stop()
+        if self._http is not None and self._http_task is not None:
+            self._http.should_exit = True
+            await self._http_task
+        if self._admin is not None:
+            await self._admin.stop()
+        await self.state.close()
+
+    async def _first_start_hints(self) -> None:
+        if Role.API not in self.roles:
+            return
+        data_dir = self.settings.data_dir
+        async with self.sessions() as session:
+            if not await users.count_admins(session):
+                log.info(
+                    "no admin account yet: stream-sync users create EMAIL --admin --data-dir %s",
+                    data_dir,
+                )
+        async with self.sessions() as session:
+            if not await service.list_channels(session):
+                log.info(
+                    "no channels yet: stream-sync channels create NAME --data-dir %s", data_dir
+                )
+
+    # Background duties --------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        """Tell the cluster this node is alive, how loaded it is, and whether it drains."""
+        interval = self.settings.heartbeat_interval
+        last_bytes, last_time = 0, time.monotonic()
+        while True:
+            ingest = self.ingest
+            media = sum(p.conn.counters.media_bytes for p in ingest.publishers.values())
+            now = time.monotonic()
+            if now > last_time:
+                self._mbps = max(0.0, media - last_bytes) * 8 / 1e6 / (now - last_time)
+            last_bytes, last_time = media, now
+            with contextlib.suppress(
+                StateUnavailable
+            ):  # logged by the engine; capacity checks fall back to local knowledge
+                await self.state.registry.heartbeat(self._node_info(), ttl=interval * 3)
+            await asyncio.sleep(interval)
+
+    def _node_info(self) -> NodeInfo:
+        return NodeInfo(
+            node_id=self.name,
+            rtmp_url=self.rtmp_url,
+            capacity=self.settings.capacity,
+            capacity_mbps=self.settings.capacity_mbps,
+            publishers=len(self.ingest.publishers),
+            mbps=round(self._mbps, 3),
+            draining=self.ingest.draining,
+        )
 
     async def _retention(self) -> None:
         while True:
@@ -191,27 +322,94 @@ class Node:
                         session,
                         audit_days=self.settings.audit_retention_days,
                         sessions_days=self.settings.session_retention_days,
+                        outbox_days=self.settings.outbox_retention_days,
                     )
                 log.info("retention: %s", result)
             except Exception:
                 log.exception("retention purge failed; will retry")
             await asyncio.sleep(RETENTION_INTERVAL)
 
-    async def stop(self) -> None:
-        if self._ingest is not None:
-            await self._ingest.shutdown(self.settings.shutdown_grace)
-        for task in self._tasks:
-            task.cancel()  # the refusal aggregator flushes what it holds as it stops
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._http is not None and self._http_task is not None:
-            self._http.should_exit = True
-            await self._http_task
-        if self._admin is not None:
-            await self._admin.stop()
+    async def _close_node_sessions(self, node: str) -> list[BusEvent]:
+        async with self.sessions() as session:
+            closed = await history.close_open_sessions(
+                session,
+                node=node,
+                reason="ingest node lost" if node != self.name else "node restarted",
+            )
+        return list(closed)
 
-    # The live view the API reads ------------------------------------------------------
+    async def _nodes_with_open_sessions(self) -> set[str]:
+        async with self.sessions() as session, session.begin():
+            rows = await session.scalars(
+                select(PublishSession.node).where(PublishSession.ended_at.is_(None)).distinct()
+            )
+            return set(rows.all())
 
-    def live_streams(self) -> dict[int, LiveStream]:
+    async def _seed_live_view(self) -> None:
+        async with self.sessions() as session, session.begin():
+            rows = (
+                await session.execute(
+                    select(
+                        PublishSession.channel_id,
+                        PublishSession.key_id,
+                        PublishSession.id,
+                        PublishSession.started_at,
+                    ).where(PublishSession.ended_at.is_(None))
+                )
+            ).all()
+        self.live.seed([(r[0], r[1], r[2], r[3].timestamp()) for r in rows])
+
+    async def _publish(self, event: BusEvent) -> None:
+        with contextlib.suppress(StateUnavailable):
+            await self.bus.publish(event)
+
+    async def _dependencies(self) -> dict[str, str]:
+        return {"redis": await self.state.redis_status()}
+
+    # The ingest node's view of itself and its peers (for admission) --------------------------
+
+    def has_room(self) -> bool:
+        ingest = self.ingest
+        if ingest.draining or len(ingest.publishers) >= self.settings.capacity:
+            return False
+        return not self.settings.capacity_mbps or self._mbps < self.settings.capacity_mbps
+
+    async def elsewhere(self, channel_id: int | None) -> str | None:
+        try:
+            nodes = await self.state.registry.nodes()
+        except StateUnavailable:
+            return None
+        candidates = [node for node in nodes if node.node_id != self.name and node.has_room]
+        if not candidates:
+            return None
+        mapped = await self._mapped_server(channel_id) if channel_id is not None else None
+        preferred = [node for node in candidates if mapped and node.node_id == mapped[0]]
+        best = preferred or sorted(candidates, key=lambda n: n.publishers / max(n.capacity, 1))
+        return best[0].rtmp_url
+
+    async def mapped_url(self, channel_id: int) -> str | None:
+        mapped = await self._mapped_server(channel_id)
+        if mapped is None or mapped[0] == self.name:
+            return None
+        return mapped[1]
+
+    async def _mapped_server(self, channel_id: int) -> tuple[str, str] | None:
+        async with self.sessions() as session, session.begin():
+            row = (
+                await session.execute(
+                    select(IngestServer.name, IngestServer.rtmp_url)
+                    .join(Channel, Channel.ingest_server_id == IngestServer.id)
+                    .where(Channel.id == channel_id)
+                )
+            ).one_or_none()
+        return None if row is None else (row[0], row[1])
+
+    def _default_rtmp_url(self) -> str:
+        return self.rtmp_url if self._ingest is not None else self.settings.public_rtmp_url()
+
+    # The live view of this node's own publishers (admin socket, tests) ------------------------
+
+    def local_streams(self) -> dict[int, LiveStream]:
         if self._ingest is None:
             return {}
         now = asyncio.get_running_loop().time()
@@ -232,19 +430,30 @@ class Node:
             )
         return streams
 
-    def default_rtmp_url(self) -> str:
-        return self.rtmp_url
-
     # Admin socket operations -------------------------------------------------------------
 
     async def _op_info(self, _: dict[str, Any]) -> dict[str, Any]:
-        return {"rtmp_url": self.rtmp_url, "http_port": self.http_port, "pid": os.getpid()}
+        return {
+            "rtmp_url": self.rtmp_url if self._ingest else None,
+            "http_port": self.http_port,
+            "pid": os.getpid(),
+            "roles": sorted(self.roles),
+            "server_name": self.name,
+        }
 
     async def _op_streams(self, _: dict[str, Any]) -> list[dict[str, Any]]:
         return [
-            stream.as_dict() | {"channel_id": cid} for cid, stream in self.live_streams().items()
+            stream.as_dict() | {"channel_id": cid} for cid, stream in self.local_streams().items()
         ]
 
     async def _op_bus(self, request: dict[str, Any]) -> dict[str, Any]:
         await self.bus.publish(decode_event(request.get("event"), _ADMIN_SOCKET_EVENTS))
         return {"published": True}
+
+    async def _op_stats(self, _: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "database_key_lookups": self.checker.database_lookups,
+            "key_cache_available": self.checker.cache_available,
+            "publishers": len(self._ingest.publishers) if self._ingest else 0,
+            "draining": self._ingest.draining if self._ingest else False,
+        }

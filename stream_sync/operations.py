@@ -8,16 +8,29 @@ key reset means the same thing wherever it starts.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import time
 from datetime import timedelta
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .accounts import users
-from .audit import Actor
+from .audit import Actor, AuditAction, add_entry
 from .credentials import service
 from .credentials.server_secrets import ServerSecrets
 from .db.models import Role
-from .state.interfaces import EventBus, KeyRevoked
+from .servers import service as servers
+from .servers.errors import ServerNotFound
+from .state.errors import StateUnavailable
+from .state.interfaces import DrainRequested, EventBus, KeyRevoked, StopRequested
+
+log = logging.getLogger("stream_sync")
+
+
+class Tombstones(Protocol):
+    async def revoked(self, key_id: str, channel_id: int | None = None) -> None: ...
 
 
 class ControlPlane:
@@ -27,16 +40,51 @@ class ControlPlane:
         sessions: async_sessionmaker[AsyncSession],
         secrets: ServerSecrets,
         bus: EventBus | None,
+        checker: Tombstones | None = None,
     ) -> None:
         self.sessions = sessions
         self.secrets = secrets
         self.bus = bus  # None when nobody could be listening (CLI with no server running)
+        self.checker = checker  # the key cache: tombstoned so no node admits a revoked key
 
     async def _revoked(self, pairs: list[tuple[int, str]]) -> None:
+        """After the commit: tombstone the cache, then tell every node to cut publishers.
+
+        The KeyRevoked rows are in the database outbox already; if the bus is down,
+        nodes still find out when they recheck their live publishers' keys.
+        """
+        for channel_id, key_id in pairs:
+            if self.checker is not None:
+                await self.checker.revoked(key_id, channel_id)
         if self.bus is None:
             return
         for channel_id, key_id in pairs:
-            await self.bus.publish(KeyRevoked(channel_id, key_id))
+            await self._announce(KeyRevoked(channel_id, key_id))
+
+    async def _announce(self, event: KeyRevoked | StopRequested | DrainRequested) -> None:
+        if self.bus is None:
+            return
+        try:
+            await self.bus.publish(event)
+        except StateUnavailable as exc:
+            log.warning("event bus unreachable; %s not announced: %s", type(event).__name__, exc)
+
+    async def kick(self, *, channel_id: int, actor: Actor) -> None:
+        """End a channel's live publish without touching its key: the encoder may reconnect."""
+        async with self.sessions() as session, session.begin():
+            add_entry(session, action=AuditAction.STREAM_KICKED, actor=actor, channel_id=channel_id)
+        await self._announce(StopRequested(channel_id, "kicked"))
+
+    async def drain(self, *, node: str, deadline_seconds: float, actor: Actor) -> None:
+        """Stop admitting on node; capable publishers move, the rest close at the deadline."""
+        async with self.sessions() as session:
+            with contextlib.suppress(ServerNotFound):
+                server = await servers.get_server(session, ref=node)
+                async with self.sessions() as update:
+                    await servers.update_server(
+                        update, server_id=server.id, actor=actor, draining=True
+                    )
+        await self._announce(DrainRequested(node, time.time() + deadline_seconds))
 
     async def reset_key(self, *, channel_id: int, actor: Actor) -> service.KeyReset:
         """New key; every old one is refused and publishers using one are cut at once."""

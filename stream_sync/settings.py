@@ -76,6 +76,21 @@ class Settings(BaseSettings):
     session_retention_days: int = Field(90, ge=0, le=36500)
     max_request_size: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
 
+    # Cluster: state shared by several nodes (Redis), capacity, the one-publisher rule.
+    redis_url: str | None = None
+    redis_prefix: str = Field("ss", pattern=r"^[A-Za-z0-9:_.-]{1,64}$")
+    capacity: int = Field(1000, ge=0, le=100_000)  # publishers on this node
+    capacity_mbps: float = Field(0, ge=0, le=1_000_000)  # 0: no bandwidth limit
+    enforce_mapping: bool = False  # refuse channels mapped to another ingest server
+    takeover_policy: Literal["takeover-if-stale", "reject", "takeover"] = "takeover-if-stale"
+    stale_after: float = Field(3.0, gt=0, le=300)  # seconds without media: a dead publisher
+    lock_ttl: float = Field(10.0, ge=1, le=600)  # a dead node's locks expire after this
+    heartbeat_interval: float = Field(2.0, gt=0, le=60)
+    key_cache_fresh: float = Field(30.0, ge=0, le=3600)
+    key_cache_negative: float = Field(30.0, ge=0, le=3600)
+    drain_deadline: float = Field(600.0, ge=0, le=86_400)
+    outbox_retention_days: int = Field(7, ge=0, le=36500)
+
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
@@ -95,6 +110,15 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(network, strict=False)
             except ValueError:
                 raise ValueError(f"{network!r} is not an IP address or network") from None
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must look like redis://host:6379/0")
         return value
 
     @field_validator("public_url")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -54,6 +55,8 @@ class ApiContext:
     control: ControlPlane
     live: LiveView
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    # Extra dependencies for /readyz, e.g. {"redis": "ok"}; the database is always checked.
+    dependencies: Callable[[], Awaitable[dict[str, str]]] | None = None
 
     @property
     def cookie_secure(self) -> bool:

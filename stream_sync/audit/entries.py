@@ -23,6 +23,8 @@ class AuditAction(StrEnum):
     KEY_ROTATED = "key.rotated"
     KEY_REVOKED = "key.revoked"
     PUBLISH_REFUSED = "publish.refused"
+    STREAM_KICKED = "stream.kicked"
+    NODE_DRAINED = "node.drained"
     LOGIN_SUCCEEDED = "login.succeeded"
     LOGIN_FAILED = "login.failed"
     LOGOUT = "logout"

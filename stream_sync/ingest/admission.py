@@ -1,26 +1,35 @@
 """Who may connect and publish: the application's answer to the core's questions.
 
 The protocol core only asks; this module decides, from the stream key (checked
-against the credential store) and the one-publisher-per-channel lock. Refusals
-carry a machine-readable reason for logs and metrics and a description that the
-encoder shows its user (FFmpeg prints it as "Server error: ...").
+through the key cache), the node's room, the channel's mapping, and the lock that
+keeps one publisher per channel across all nodes. Refusals carry a machine-readable
+reason for logs and metrics and a description that the encoder shows its user
+(FFmpeg prints it as "Server error: ..."); a redirect carries another node's URL,
+sent as an Enhanced RTMP ReconnectRequest to clients that announced support for it.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from ..credentials import service
-from ..credentials.keys import parse_key_id
-from ..credentials.server_secrets import ServerSecrets
 from ..rtmp.events import ConnectRequested
 from ..rtmp.messages import StatusCode
-from ..state.interfaces import Lease, PublishLocks
+from ..state.interfaces import FencingTokens, Lease, PublishLocks
+from .keycheck import DatabaseUnavailable, KeyChecker
 
+log = logging.getLogger("stream_sync.ingest")
 MAX_NAME_LENGTH = 256
+
+
+class TakeoverPolicy(StrEnum):
+    TAKEOVER_IF_STALE = "takeover-if-stale"  # a silent holder (dead OBS) yields to its owner
+    REJECT = "reject"
+    TAKEOVER = "takeover"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,15 +38,32 @@ class PublishGrant:
     channel_name: str
     key_id: str
     lease: Lease
+    took_over: Lease | None = None  # the previous holder this publish displaced
 
 
 @dataclass(frozen=True, slots=True)
 class PublishRefusal:
-    reason: str  # malformed_key, unknown_key, revoked_key, expired_key, channel_live, unavailable
+    reason: str  # malformed_key, unknown_key, revoked_key, expired_key, channel_live, ...
     description: str  # shown by the encoder; never contains the key
     key_id: str | None = None
-    channel_id: int | None = None  # known for revoked and expired keys
+    channel_id: int | None = None
     code: str = StatusCode.PUBLISH_BAD_NAME
+    redirect: str | None = None  # another node's tcUrl, for clients that can reconnect
+
+
+class NodeView(Protocol):
+    """What admission needs to know about the node it runs on and its peers."""
+
+    @property
+    def name(self) -> str: ...
+
+    def has_room(self) -> bool: ...
+
+    async def elsewhere(self, channel_id: int | None) -> str | None:
+        """The tcUrl of another node with room (the channel's mapped one first), if any."""
+
+    async def mapped_url(self, channel_id: int) -> str | None:
+        """The URL of the channel's mapped ingest server when that is not this node."""
 
 
 class Admission(Protocol):
@@ -62,15 +88,25 @@ class KeyAdmission:
     def __init__(
         self,
         *,
-        sessions: async_sessionmaker[AsyncSession],
-        secrets: ServerSecrets,
+        checker: KeyChecker,
         locks: PublishLocks,
+        fencing: FencingTokens,
+        node: NodeView,
         app: str,
+        policy: TakeoverPolicy = TakeoverPolicy.TAKEOVER_IF_STALE,
+        stale_after: float = 3.0,
+        enforce_mapping: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self._sessions = sessions
-        self._secrets = secrets
+        self._checker = checker
         self._locks = locks
+        self._fencing = fencing
+        self._node = node
         self._app = app
+        self._policy = policy
+        self._stale_after = stale_after
+        self._enforce_mapping = enforce_mapping
+        self._clock = clock
 
     def check_connect(self, request: ConnectRequested) -> str | None:
         app = app_name_of(request.app)
@@ -80,26 +116,67 @@ class KeyAdmission:
         return None
 
     async def admit_publish(self, name: str, *, owner: str) -> PublishGrant | PublishRefusal:
-        key = stream_key_of(name[: MAX_NAME_LENGTH + 1])
-        key_id = parse_key_id(key)
-        if key_id is None:
-            return PublishRefusal("malformed_key", "Invalid stream key.")
-        async with self._sessions() as session:
-            check = await service.verify_key(session, secrets=self._secrets, presented=key)
-        if not check.ok or check.channel_id is None or check.channel_name is None:
-            reason = f"{check.reason}_key" if check.reason else "unknown_key"
-            return PublishRefusal(reason, "Invalid stream key.", key_id, check.channel_id)
-        lease = await self._locks.acquire(check.channel_id, owner)
+        try:
+            verdict = await self._checker.check(stream_key_of(name[: MAX_NAME_LENGTH + 1]))
+        except DatabaseUnavailable:
+            return PublishRefusal("unavailable", "Server busy; try again shortly.")
+        if not verdict.ok or verdict.channel_id is None or verdict.key_id is None:
+            return PublishRefusal(
+                f"{verdict.reason}_key", "Invalid stream key.", verdict.key_id, verdict.channel_id
+            )
+        channel_id, key_id = verdict.channel_id, verdict.key_id
+        if self._enforce_mapping and (mapped := await self._node.mapped_url(channel_id)):
+            return PublishRefusal(
+                "wrong_server",
+                f"This channel streams to {mapped}.",
+                key_id,
+                channel_id,
+                redirect=mapped,
+            )
+        if not self._node.has_room():
+            other = await self._node.elsewhere(channel_id)
+            where = f"; use {other}" if other else "; try again later"
+            return PublishRefusal(
+                "node_full",
+                f"This ingest server is full{where}.",
+                key_id,
+                channel_id,
+                redirect=other,
+            )
+        token = await self._fencing.next_token()
+        node = self._node.name
+        lease = await self._locks.acquire(channel_id, owner, node, token)
+        displaced = None
+        if lease is None:
+            holder = await self._locks.holder(channel_id)
+            if holder is not None and self._may_take_over(holder):
+                lease = await self._locks.take_over(holder, owner, node, token)
+                displaced = holder
+            elif holder is None:  # released between the two calls
+                lease = await self._locks.acquire(channel_id, owner, node, token)
         if lease is None:
             return PublishRefusal(
                 "channel_live",
-                "This channel is already live from another encoder.",
+                "This channel is already live from another encoder (no backup ingest).",
                 key_id,
-                check.channel_id,
+                channel_id,
             )
-        async with self._sessions() as session:
-            await service.mark_used(session, key_id=key_id)
-        return PublishGrant(check.channel_id, check.channel_name, key_id, lease)
+        if displaced is not None:
+            log.info(
+                "channel=%s taken over from %s (silent for %.1fs) by %s",
+                verdict.channel_name,
+                displaced.owner,
+                self._clock() - displaced.renewed_at,
+                owner,
+            )
+        return PublishGrant(channel_id, verdict.channel_name or "?", key_id, lease, displaced)
+
+    def _may_take_over(self, holder: Lease) -> bool:
+        if self._policy is TakeoverPolicy.TAKEOVER:
+            return True
+        if self._policy is TakeoverPolicy.REJECT:
+            return False
+        return self._clock() - holder.renewed_at >= self._stale_after
 
     async def release(self, grant: PublishGrant) -> None:
         await self._locks.release(grant.lease)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
+from ..rtmp.config import CapsEx
 from ..rtmp.connection import ServerConnection
 from ..rtmp.errors import ProtocolError
 from ..rtmp.events import (
@@ -26,7 +27,7 @@ from ..rtmp.events import (
     PublishRequested,
     PublishStopped,
 )
-from ..state.interfaces import PublishEnded, PublishStarted
+from ..state.interfaces import PublishEnded, PublishStarted, StopRequested
 from .admission import PublishGrant, PublishRefusal
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         )
         self.grant: PublishGrant | None = None
         self.session_id: int | None = None
+        self.can_reconnect = False  # the client announced Enhanced RTMP reconnect support
+        self.renewed_messages = -1  # media messages seen at the last lease renewal
         self.publish_started_at: float | None = None
         self.metadata: dict[str, Any] = {}
         self.codecs: dict[str, str] = {}
@@ -124,13 +127,14 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         except ProtocolError as exc:
             self.abort(f"protocol error: {exc}")
             return False
-        self._flush()
+        self.flush()
         return True
 
     def _handle(self, events: list[Event]) -> None:
         conn = self.conn
         for event in events:
             if isinstance(event, ConnectRequested):
+                self.can_reconnect = bool(event.caps_ex & CapsEx.RECONNECT)
                 refusal = self.server.admission.check_connect(event)
                 if refusal is None:
                     self._handle(conn.accept_connect())
@@ -154,7 +158,7 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         server = self.server
         try:
             decision = await asyncio.wait_for(
-                server.admission.admit_publish(event.name, owner=self.id),
+                server.admission.admit_publish(event.name, owner=f"{server.node_name}/{self.id}"),
                 server.admission_timeout,
             )
         except TimeoutError:
@@ -170,19 +174,22 @@ class RtmpProtocol(asyncio.BufferedProtocol):
                 await server.admission.release(decision)
             return
         if isinstance(decision, PublishRefusal):
+            if decision.redirect and self.can_reconnect:
+                conn.request_reconnect(decision.redirect, decision.description)
             conn.reject_publish(event.stream_id, decision.description, decision.code)
             log.info(
-                "conn=%s peer=%s publish refused reason=%s key_id=%s",
+                "conn=%s peer=%s publish refused reason=%s key_id=%s%s",
                 self.id,
                 self.peer,
                 decision.reason,
                 decision.key_id or "-",
+                " (reconnect requested)" if decision.redirect and self.can_reconnect else "",
             )
             if server.recorder is not None:
                 server.recorder.refused(
                     key_id=decision.key_id,
                     channel_id=decision.channel_id,
-                    address=self.peer.rsplit(":", 1)[0],
+                    address=self.address,
                     reason=decision.reason,
                 )
             self._finish(f"publish refused ({decision.reason})")
@@ -198,20 +205,31 @@ class RtmpProtocol(asyncio.BufferedProtocol):
             decision.key_id,
             decision.lease.token,
         )
-        if server.recorder is not None:
-            self.session_id = await server.recorder.started(
-                channel_id=decision.channel_id,
-                key_id=decision.key_id,
-                remote_address=self.peer.rsplit(":", 1)[0],
+        if decision.took_over is not None:  # cut the silent holder, wherever it is
+            server.spawn(
+                server.bus.publish(
+                    StopRequested(decision.channel_id, "taken over", decision.lease.token)
+                )
             )
-        await server.bus.publish(
-            PublishStarted(decision.channel_id, decision.key_id, self.id, self.session_id)
+        started = PublishStarted(
+            decision.channel_id, decision.key_id, self.id, None, server.node_name
         )
+        if server.recorder is not None:
+            started = await server.recorder.started(
+                started, remote_address=self.address, fencing_token=decision.lease.token
+            )
+        self.session_id = started.session_id
+        await server.publish_event(started)
         if not self._drive(conn.accept_publish, event.stream_id):
             return
         if self._reading_paused and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
+
+    @property
+    def address(self) -> str:
+        """The peer's IP address, without the port."""
+        return self.peer.rsplit(":", 1)[0].strip("[]")
 
     # Ending --------------------------------------------------------------------------
 
@@ -234,7 +252,7 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         reset that destroys our refusal before the encoder reads it.
         """
         self.close_reason = reason
-        self._flush()
+        self.flush()
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -244,7 +262,7 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         else:
             transport.close()
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         conn, transport = self.conn, self.transport
         if transport is None:
             return
@@ -271,22 +289,19 @@ class RtmpProtocol(asyncio.BufferedProtocol):
     async def _record_end(self, grant: PublishGrant, reason: str, session_id: int | None) -> None:
         """The session row first, then the bus: a consumer that misses the event can read it."""
         server, counters = self.server, self.conn.counters
-        video, audio = self.codecs.get("video"), self.codecs.get("audio")
-        if server.recorder is not None and session_id is not None:
-            await server.recorder.ended(
-                session_id, reason=reason, counters=counters, video_codec=video, audio_codec=audio
-            )
-        await server.bus.publish(
-            PublishEnded(
-                grant.channel_id,
-                grant.key_id,
-                self.id,
-                session_id,
-                reason,
-                counters.media_bytes,
-                counters.video_frames,
-                counters.audio_frames,
-                video,
-                audio,
-            )
+        ended = PublishEnded(
+            grant.channel_id,
+            grant.key_id,
+            self.id,
+            session_id,
+            reason,
+            counters.media_bytes,
+            counters.video_frames,
+            counters.audio_frames,
+            self.codecs.get("video"),
+            self.codecs.get("audio"),
+            server.node_name,
         )
+        if server.recorder is not None:
+            ended = await server.recorder.ended(ended)
+        await server.publish_event(ended)

@@ -1,9 +1,10 @@
 """What the ingest node writes down about publishes, before it tells anyone.
 
-A publish session row is committed before the bus announces the publish, as the
-architecture asks (the database is the truth; the bus is the fast path). A
-recorder that cannot write (database down) does not stop the stream: ingest
-keeps going and says so in the log.
+A publish session row and its PublishStarted event are committed to the database
+(the outbox) in one transaction before the bus announces them, as the architecture
+asks: the database is the truth, the bus the fast path. A recorder that cannot write
+(database down) does not stop the stream: ingest keeps going, says so in the log, and
+announces the event without a session id.
 """
 
 from __future__ import annotations
@@ -15,23 +16,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..audit.refusals import RefusalAggregator
 from ..monitor import history
-from ..rtmp.counters import MediaCounters
+from ..state.interfaces import PublishEnded, PublishStarted
 
 log = logging.getLogger("stream_sync.ingest")
 
 
 class Recorder(Protocol):
-    async def started(self, *, channel_id: int, key_id: str, remote_address: str) -> int | None: ...
+    async def started(
+        self, event: PublishStarted, *, remote_address: str, fencing_token: int
+    ) -> PublishStarted:
+        """The event as committed (with session id and sequence number)."""
 
-    async def ended(
-        self,
-        session_id: int,
-        *,
-        reason: str,
-        counters: MediaCounters,
-        video_codec: str | None,
-        audio_codec: str | None,
-    ) -> None: ...
+    async def ended(self, event: PublishEnded) -> PublishEnded: ...
 
     def refused(
         self, *, key_id: str | None, channel_id: int | None, address: str, reason: str
@@ -40,53 +36,31 @@ class Recorder(Protocol):
 
 class DatabaseRecorder:
     def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        *,
-        node: str,
-        refusals: RefusalAggregator,
+        self, sessions: async_sessionmaker[AsyncSession], *, refusals: RefusalAggregator
     ) -> None:
         self._sessions = sessions
-        self._node = node
         self._refusals = refusals
 
-    async def started(self, *, channel_id: int, key_id: str, remote_address: str) -> int | None:
+    async def started(
+        self, event: PublishStarted, *, remote_address: str, fencing_token: int
+    ) -> PublishStarted:
         try:
             async with self._sessions() as session:
-                return await history.start_session(
-                    session,
-                    channel_id=channel_id,
-                    key_id=key_id,
-                    node=self._node,
-                    remote_address=remote_address,
+                return await history.record_publish_started(
+                    session, event=event, remote_address=remote_address, fencing_token=fencing_token
                 )
         except Exception as exc:
             log.warning("could not record the start of a publish session: %r", exc)
-            return None
+            return event
 
-    async def ended(
-        self,
-        session_id: int,
-        *,
-        reason: str,
-        counters: MediaCounters,
-        video_codec: str | None,
-        audio_codec: str | None,
-    ) -> None:
+    async def ended(self, event: PublishEnded) -> PublishEnded:
         try:
             async with self._sessions() as session:
-                await history.end_session(
-                    session,
-                    session_id=session_id,
-                    reason=reason[:128],
-                    media_bytes=counters.media_bytes,
-                    video_frames=counters.video_frames,
-                    audio_frames=counters.audio_frames,
-                    video_codec=video_codec,
-                    audio_codec=audio_codec,
-                )
+                recorded = await history.record_publish_ended(session, event=event)
         except Exception as exc:
-            log.warning("could not record the end of publish session %d: %r", session_id, exc)
+            log.warning("could not record the end of publish session %s: %r", event.session_id, exc)
+            return event
+        return event if recorded is None else recorded
 
     def refused(
         self, *, key_id: str | None, channel_id: int | None, address: str, reason: str

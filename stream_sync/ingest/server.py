@@ -1,27 +1,53 @@
-"""The RTMP listener: accepts connections, sweeps timeouts, stops publishers on demand.
+"""The RTMP listener: accepts connections, keeps leases alive, stops publishers on demand.
 
-Timeouts are checked by one sweep over all connections twice a second instead of
-a timer per connection: at thousands of connections that is far less churn, and
-the core tells each connection's deadline.
+Timeouts are checked by one sweep over all connections instead of a timer per
+connection: at thousands of connections that is far less churn, and the core tells
+each connection's deadline. The same sweep renews the channel lease of every
+publisher whose media is still flowing (a silent one stops renewing, so another node
+may take its channel over), and now and then rechecks live publishers' keys, which
+covers a revocation event lost while Redis was away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import time
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from ..rtmp.config import RtmpConfig
 from ..rtmp.errors import ProtocolError
-from ..state.interfaces import EventBus, KeyRevoked
+from ..state.errors import StateUnavailable
+from ..state.interfaces import (
+    BusEvent,
+    DrainRequested,
+    EventBus,
+    KeyRevoked,
+    KeyState,
+    PublishLocks,
+    StopRequested,
+    StreamStats,
+)
 from .admission import Admission
+from .keycheck import KeyChecker
 from .protocol import RtmpProtocol
 from .recorder import Recorder
 
 log = logging.getLogger("stream_sync.ingest")
 SWEEP_INTERVAL = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Upkeep:
+    """How often the ingest node does its background duties (seconds)."""
+
+    renew_every: float = 1.0
+    recheck_keys_every: float = 30.0
+    stats_every: float = 1.0
 
 
 class IngestServer:
@@ -31,16 +57,27 @@ class IngestServer:
         config: RtmpConfig,
         admission: Admission,
         bus: EventBus,
+        node_name: str = "node",
+        locks: PublishLocks | None = None,
+        checker: KeyChecker | None = None,
         recorder: Recorder | None = None,
         admission_timeout: float = 5.0,
+        upkeep: Upkeep = Upkeep(),
     ) -> None:
         self.config = config
         self.admission = admission
         self.bus = bus
+        self.node_name = node_name
+        self.locks = locks
+        self.checker = checker
         self.recorder = recorder
         self.admission_timeout = admission_timeout
+        self.upkeep = upkeep
         self.connections: set[RtmpProtocol] = set()
         self.publishers: dict[str, RtmpProtocol] = {}
+        self.draining = False
+        self.drain_deadline: float | None = None
+        self.drain_target: str | None = None  # where capable publishers are asked to go
         self.loop = asyncio.get_running_loop()
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -57,6 +94,7 @@ class IngestServer:
         self._daemons = [
             self.loop.create_task(self._sweep()),
             self.loop.create_task(self._watch_bus()),
+            self.loop.create_task(self._upkeep()),
         ]
         return self.port
 
@@ -81,14 +119,21 @@ class IngestServer:
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed: %r", task.exception())
 
+    async def publish_event(self, event: BusEvent) -> None:
+        """Best effort on the bus: lifecycle events are in the database outbox already."""
+        try:
+            await self.bus.publish(event)
+        except StateUnavailable as exc:
+            log.warning("event bus unreachable, %s not announced: %s", type(event).__name__, exc)
+
+    # Background duties ----------------------------------------------------------------------
+
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             now = self.loop.time()
             for proto in list(self.connections):
                 conn = proto.conn
-                if conn is None:
-                    continue
                 if proto.linger_until is not None:
                     if now >= proto.linger_until and proto.transport is not None:
                         proto.transport.abort()
@@ -98,15 +143,115 @@ class IngestServer:
                         conn.handle_timer(now)
                     except ProtocolError as exc:
                         proto.abort(str(exc))
+            if self.drain_deadline is not None and time.time() >= self.drain_deadline:
+                for proto in list(self.publishers.values()):
+                    proto.stop_publish("This ingest server is shutting down.", "drained")
+
+    async def _upkeep(self) -> None:
+        upkeep = self.upkeep
+        last_recheck = last_stats = self.loop.time()
+        while True:
+            await asyncio.sleep(upkeep.renew_every)
+            await self._renew_leases()
+            now = self.loop.time()
+            if self.checker is not None and now - last_recheck >= upkeep.recheck_keys_every:
+                last_recheck = now
+                await self._recheck_keys()
+            if now - last_stats >= upkeep.stats_every:
+                last_stats = now
+                await self._publish_stats()
+
+    async def _renew_leases(self) -> None:
+        """Renew the lease of every publisher whose media flowed since the last renewal."""
+        if self.locks is None:
+            return
+        locks = self.locks
+        due = []
+        for proto in list(self.publishers.values()):
+            counters = proto.conn.counters
+            seen = counters.video_messages + counters.audio_messages
+            if proto.grant is not None and seen != proto.renewed_messages:
+                proto.renewed_messages = seen
+                due.append(proto)
+
+        async def renew(proto: RtmpProtocol) -> None:
+            grant = proto.grant
+            if grant is None:
+                return
+            try:
+                lease = await locks.renew(grant.lease)
+            except (StateUnavailable, OSError) as exc:
+                log.warning("conn=%s could not renew its lease: %r", proto.id, exc)
+                return
+            if lease is None:
+                proto.stop_publish("Another encoder took over this channel.", "lease lost")
+            elif proto.grant is grant:
+                proto.grant = dataclasses.replace(grant, lease=lease)
+
+        await asyncio.gather(*(renew(proto) for proto in due))
+
+    async def _recheck_keys(self) -> None:
+        checker = self.checker
+        if checker is None:
+            return
+        for proto in list(self.publishers.values()):
+            grant = proto.grant
+            if grant is None:
+                continue
+            if await checker.key_state(grant.key_id) is KeyState.REVOKED:
+                proto.stop_publish("Stream key was reset.", "key revoked")
+
+    async def _publish_stats(self) -> None:
+        now = time.time()
+        for proto in list(self.publishers.values()):
+            grant = proto.grant
+            if grant is None:
+                continue
+            stats = StreamStats(
+                grant.channel_id,
+                proto.session_id,
+                self.node_name,
+                now,
+                proto.conn.counters.as_dict(),
+                dict(proto.codecs),
+            )
+            try:
+                await self.bus.publish(stats)
+            except StateUnavailable:
+                return  # statistics are best effort; the next second brings fresh ones
 
     async def _watch_bus(self) -> None:
         subscription = self.bus.subscribe()
         try:
             async for event in subscription:
-                if isinstance(event, KeyRevoked):
-                    self.stop_key(event.key_id, "Stream key was reset.", "key revoked")
+                try:
+                    self._on_bus_event(event)
+                except Exception:
+                    log.exception("could not act on %s", type(event).__name__)
         finally:
             subscription.close()
+
+    def _on_bus_event(self, event: BusEvent) -> None:
+        if isinstance(event, KeyRevoked):
+            if self.checker is not None:  # a revocation made by another process
+                self.spawn(self.checker.revoked(event.key_id, event.channel_id))
+            self.stop_key(event.key_id, "Stream key was reset.", "key revoked")
+        elif isinstance(event, StopRequested):
+            for proto in list(self.publishers.values()):
+                grant = proto.grant
+                if grant is None or grant.channel_id != event.channel_id:
+                    continue
+                if event.before_token is None or grant.lease.token < event.before_token:
+                    description = (
+                        "Stream stopped by an administrator."
+                        if event.reason == "kicked"
+                        else "Another encoder took over this channel."
+                    )
+                    proto.stop_publish(description, event.reason)
+        elif isinstance(event, DrainRequested) and event.node == self.node_name:
+            self.start_drain(event.deadline)
+
+    # Operations ---------------------------------------------------------------------------
 
     def stop_key(self, key_id: str, description: str, reason: str) -> int:
         stopped = 0
@@ -115,6 +260,22 @@ class IngestServer:
                 proto.stop_publish(description, reason)
                 stopped += 1
         return stopped
+
+    def start_drain(self, deadline: float, target: str | None = None) -> None:
+        """Admit nobody new; ask capable publishers to move; close the rest at the deadline."""
+        self.draining = True
+        self.drain_deadline = deadline
+        self.drain_target = target
+        log.info(
+            "draining: %d publishers, deadline in %.0fs",
+            len(self.publishers),
+            max(0.0, deadline - time.time()),
+        )
+        if target is not None:
+            for proto in list(self.publishers.values()):
+                if proto.can_reconnect:
+                    proto.conn.request_reconnect(target, "This ingest server is draining.")
+                    proto.flush()
 
     async def shutdown(self, grace: float) -> None:
         """Stop listening, tell publishers, and give connections `grace` seconds to close."""

@@ -212,6 +212,13 @@ async def rotate_key(
     )
 
 
+@router.post("/{channel_ref}/kick", status_code=status.HTTP_202_ACCEPTED)
+async def kick(channel: VisibleChannel, principal: AdminUser, context: Context) -> dict[str, str]:
+    """End the live publish without changing the key; the encoder may reconnect."""
+    await context.control.kick(channel_id=channel.id, actor=principal.actor)
+    return {"status": "requested"}
+
+
 class KeyRevokeOut(BaseModel):
     revoked_key_ids: list[str]
 

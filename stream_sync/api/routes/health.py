@@ -22,16 +22,23 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(context: Context) -> JSONResponse:
-    """200 while the database answers; the body names what is degraded."""
+    """200 while the database answers; the body names what is degraded.
+
+    A Redis outage is "degraded", not "unavailable": ingest falls back to the
+    database, so one Redis blip must not take every node out of rotation.
+    """
+    body: dict[str, str] = {"status": "ok", "database": "ok"}
+    if context.dependencies is not None:
+        body.update(await context.dependencies())
+    if any(value not in ("ok", "not configured") for key, value in body.items() if key != "status"):
+        body["status"] = "degraded"
     try:
         async with context.sessions() as session:
             await session.execute(text("SELECT 1"))
     except Exception as exc:
-        return JSONResponse(
-            {"status": "unavailable", "database": f"unreachable ({type(exc).__name__})"},
-            status_code=503,
-        )
-    return JSONResponse({"status": "ok", "database": "ok"})
+        body.update(status="unavailable", database=f"unreachable ({type(exc).__name__})")
+        return JSONResponse(body, status_code=503)
+    return JSONResponse(body)
 
 
 @router.get("/api/streams", tags=["channels"])

@@ -1,0 +1,88 @@
+"""Which channels are live, across every ingest node, as the API sees it.
+
+Fed by the bus (PublishStarted, StreamStats, PublishEnded) and seeded from the
+database's open sessions at start, so an API process that starts while streams are
+live knows them before their next statistics arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from ..state.interfaces import EventBus, PublishEnded, PublishStarted, StreamStats
+from .context import LiveStream
+
+log = logging.getLogger("stream_sync.api")
+
+
+class BusLiveView:
+    def __init__(self, bus: EventBus, default_url: Callable[[], str]) -> None:
+        self._bus = bus
+        self._default_url = default_url
+        self._streams: dict[int, LiveStream] = {}
+        self._started: dict[int, float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def seed(self, open_sessions: list[tuple[int, str, int, float]]) -> None:
+        """Open sessions from the database: (channel id, key id, session id, started epoch)."""
+        for channel_id, key_id, session_id, started in open_sessions:
+            self._started[channel_id] = started
+            self._streams[channel_id] = LiveStream(
+                channel_id, key_id, f"session-{session_id}", "", 0.0, {}, {}, 0
+            )
+
+    def start(self) -> None:
+        subscription = self._bus.subscribe()
+
+        async def follow() -> None:
+            try:
+                async for event in subscription:
+                    self.apply(event)
+            finally:
+                subscription.close()
+
+        self._task = asyncio.get_running_loop().create_task(follow())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def apply(self, event: object) -> None:
+        now = time.time()
+        if isinstance(event, PublishStarted):
+            self._started[event.channel_id] = now
+            self._streams[event.channel_id] = LiveStream(
+                event.channel_id, event.key_id, event.connection_id, event.node, 0.0, {}, {}, 0
+            )
+        elif isinstance(event, StreamStats):
+            current = self._streams.get(event.channel_id)
+            if current is None:
+                return  # stats racing ahead of PublishStarted, or after PublishEnded
+            started = self._started.get(event.channel_id, event.at)
+            self._streams[event.channel_id] = LiveStream(
+                event.channel_id,
+                current.key_id,
+                current.connection,
+                event.node,
+                max(0.0, event.at - started),
+                dict(event.codecs) or current.codecs,
+                dict(event.counters),
+                current.bytes_in,
+            )
+        elif isinstance(event, PublishEnded):
+            current = self._streams.get(event.channel_id)
+            if current is not None and current.connection == event.connection_id:
+                del self._streams[event.channel_id]
+                self._started.pop(event.channel_id, None)
+
+    def live_streams(self) -> dict[int, LiveStream]:
+        return dict(self._streams)
+
+    def default_rtmp_url(self) -> str:
+        return self._default_url()

@@ -1,0 +1,82 @@
+"""Noticing dead ingest nodes: their sessions must not stay "live" forever.
+
+A node that stops heartbeating disappears from the registry after its TTL. The
+watcher then announces NodeLost, and closes the node's open publish sessions in the
+database (with a PublishEnded per session in the outbox, so every consumer learns of
+it). At start it also closes sessions of nodes that are not registered at all, after
+one heartbeat period of grace so that a node restarting right now can register.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from ..state.errors import StateUnavailable
+from ..state.interfaces import BusEvent, EventBus, NodeLost, NodeRegistry, NodeUp
+
+log = logging.getLogger("stream_sync.monitor")
+CloseSessions = Callable[[str], Awaitable[list[BusEvent]]]  # node -> PublishEnded events
+OpenNodes = Callable[[], Awaitable[set[str]]]  # nodes with open sessions in the database
+
+
+class NodeWatcher:
+    def __init__(
+        self,
+        *,
+        registry: NodeRegistry,
+        bus: EventBus,
+        close_sessions: CloseSessions,
+        open_nodes: OpenNodes,
+        interval: float = 2.0,
+    ) -> None:
+        self._registry = registry
+        self._bus = bus
+        self._close_sessions = close_sessions
+        self._open_nodes = open_nodes
+        self._interval = interval
+        self.alive: set[str] = set()
+
+    async def run(self) -> None:
+        await asyncio.sleep(self._interval * 2)  # let live nodes register first
+        try:
+            await self._close_unregistered()
+        except Exception:
+            log.exception("could not close sessions of unregistered nodes")
+        while True:
+            try:
+                await self.check()
+            except StateUnavailable as exc:
+                log.warning("node registry unreachable: %s", exc)
+            except Exception:
+                log.exception("node watch failed; will retry")
+            await asyncio.sleep(self._interval)
+
+    async def check(self) -> None:
+        current = {node.node_id for node in await self._registry.nodes()}
+        for node in sorted(current - self.alive):
+            log.info("ingest node %s is up", node)
+            await self._publish(NodeUp(node))
+        for node in sorted(self.alive - current):
+            log.warning("ingest node %s stopped heartbeating; closing its sessions", node)
+            await self._publish(NodeLost(node))
+            await self._close(node)
+        self.alive = current
+
+    async def _close_unregistered(self) -> None:
+        registered = {node.node_id for node in await self._registry.nodes()}
+        for node in sorted(await self._open_nodes() - registered):
+            log.warning("sessions of node %s are open but the node is gone; closing them", node)
+            await self._close(node)
+
+    async def _close(self, node: str) -> None:
+        for event in await self._close_sessions(node):
+            await self._publish(event)
+
+    async def _publish(self, event: BusEvent) -> None:
+        with contextlib.suppress(
+            StateUnavailable
+        ):  # lifecycle events are in the outbox; consumers catch up from there
+            await self._bus.publish(event)
