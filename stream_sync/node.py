@@ -217,6 +217,7 @@ class Node:
             locks=self.state.locks,
             checker=self.checker,
             recorder=DatabaseRecorder(self.sessions, refusals=self.refusals),
+            peers=self,
             admission_timeout=settings.admission_timeout,
         )
         self.rtmp_port = await self._ingest.start(settings.host, settings.rtmp_port)

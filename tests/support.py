@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import socket
@@ -178,12 +179,19 @@ class RtmpTestClient:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         return cls(reader, writer)
 
-    async def connect(self, app: str = "live") -> list[Any]:
+    async def connect(
+        self, app: str = "live", properties: dict[str, Any] | None = None
+    ) -> list[Any]:
         """Handshake and connect; returns the client events up to the connect answer."""
         from stream_sync.rtmp.client import ClientConnection, Connected, ConnectRefused
 
         loop = asyncio.get_running_loop()
-        self.conn = ClientConnection(app=app, tc_url=f"rtmp://127.0.0.1/{app}", now=loop.time())
+        self.conn = ClientConnection(
+            app=app,
+            tc_url=f"rtmp://127.0.0.1/{app}",
+            now=loop.time(),
+            connect_properties=properties,
+        )
         answered = (Connected, ConnectRefused)
         return await self.exchange(lambda events: any(isinstance(e, answered) for e in events))
 
@@ -200,6 +208,15 @@ class RtmpTestClient:
                 if not data:
                     raise ConnectionError("server closed the connection")
                 events += self.conn.receive_data(data)
+
+    async def publish(self, key: str) -> list[Any]:
+        """Ask to publish; returns the events up to Publish.Start or the first status."""
+        from stream_sync.rtmp.client import PublishStarted, StatusReceived
+
+        assert self.conn is not None
+        self.conn.publish(key)
+        answered = (PublishStarted, StatusReceived)
+        return await self.exchange(lambda events: any(isinstance(e, answered) for e in events))
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
@@ -305,3 +322,61 @@ class RedisServer:
     def resume(self) -> None:
         assert self._process is not None
         self._process.send_signal(signal.SIGCONT)
+
+
+class LoggedProcess:
+    """A `stream-sync` child process; its log lines are the events a test can await."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self.rtmp_url = ""
+        self.http_url = ""
+        self._changed = asyncio.Condition()
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stderr is not None
+        while line := await self.proc.stderr.readline():
+            async with self._changed:
+                self.lines.append(line.decode())
+                self._changed.notify_all()
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for_log(
+        self, pattern: str, start: int = 0, timeout: float = 20
+    ) -> re.Match[str]:
+        """The first log line from index start on that matches pattern."""
+        regex = re.compile(pattern)
+
+        def find() -> re.Match[str] | None:
+            for line in self.lines[start:]:
+                if match := regex.search(line):
+                    return match
+            return None
+
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: find() is not None or self._reader.done())
+        found = find()
+        if found is None:
+            raise AssertionError(f"server exited without logging {pattern!r}:\n{self.log}")
+        return found
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    async def stop(self) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(self.proc.wait(), 10)
+        await self._reader
+        return code
+
+    async def kill(self) -> None:
+        """SIGKILL: the process dies without a word, as when a machine fails."""
+        if self.proc.returncode is None:
+            self.proc.kill()
+        await self.proc.wait()
+        await self._reader

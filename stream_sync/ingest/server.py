@@ -32,7 +32,7 @@ from ..state.interfaces import (
     StopRequested,
     StreamStats,
 )
-from .admission import Admission
+from .admission import Admission, NodeView
 from .keycheck import KeyChecker
 from .protocol import RtmpProtocol
 from .recorder import Recorder
@@ -61,6 +61,7 @@ class IngestServer:
         locks: PublishLocks | None = None,
         checker: KeyChecker | None = None,
         recorder: Recorder | None = None,
+        peers: NodeView | None = None,
         admission_timeout: float = 5.0,
         upkeep: Upkeep = Upkeep(),
     ) -> None:
@@ -71,6 +72,7 @@ class IngestServer:
         self.locks = locks
         self.checker = checker
         self.recorder = recorder
+        self.peers = peers  # where drained publishers are sent
         self.admission_timeout = admission_timeout
         self.upkeep = upkeep
         self.connections: set[RtmpProtocol] = set()
@@ -162,33 +164,57 @@ class IngestServer:
                 await self._publish_stats()
 
     async def _renew_leases(self) -> None:
-        """Renew the lease of every publisher whose media flowed since the last renewal."""
+        """Renew the lease of every publisher whose media flowed since the last renewal.
+
+        A silent publisher is not renewed (that is what lets its owner's reconnect take
+        the channel over), but it is checked: once another publisher holds its channel,
+        it is cut here, even if TCP has not noticed that it is gone.
+        """
         if self.locks is None:
             return
-        locks = self.locks
-        due = []
+        flowing, silent = [], []
         for proto in list(self.publishers.values()):
             counters = proto.conn.counters
             seen = counters.video_messages + counters.audio_messages
-            if proto.grant is not None and seen != proto.renewed_messages:
+            if proto.grant is None:
+                continue
+            if seen != proto.renewed_messages:
                 proto.renewed_messages = seen
-                due.append(proto)
+                flowing.append(proto)
+            else:
+                silent.append(proto)
+        await asyncio.gather(
+            *(self._renew(proto) for proto in flowing), *(self._check(proto) for proto in silent)
+        )
 
-        async def renew(proto: RtmpProtocol) -> None:
-            grant = proto.grant
-            if grant is None:
-                return
-            try:
-                lease = await locks.renew(grant.lease)
-            except (StateUnavailable, OSError) as exc:
-                log.warning("conn=%s could not renew its lease: %r", proto.id, exc)
-                return
-            if lease is None:
-                proto.stop_publish("Another encoder took over this channel.", "lease lost")
-            elif proto.grant is grant:
-                proto.grant = dataclasses.replace(grant, lease=lease)
+    async def _renew(self, proto: RtmpProtocol) -> None:
+        grant, locks = proto.grant, self.locks
+        if grant is None or locks is None:
+            return
+        try:
+            lease = await locks.renew(grant.lease)
+            if lease is None:  # expired while silent; take it back if nobody else did
+                lease = await locks.acquire(
+                    grant.channel_id, grant.lease.owner, grant.lease.node, grant.lease.token
+                )
+        except (StateUnavailable, OSError) as exc:
+            log.warning("conn=%s could not renew its lease: %r", proto.id, exc)
+            return
+        if lease is None:
+            proto.stop_publish("Another encoder took over this channel.", "lease lost")
+        elif proto.grant is grant:
+            proto.grant = dataclasses.replace(grant, lease=lease)
 
-        await asyncio.gather(*(renew(proto) for proto in due))
+    async def _check(self, proto: RtmpProtocol) -> None:
+        grant, locks = proto.grant, self.locks
+        if grant is None or locks is None:
+            return
+        try:
+            holder = await locks.holder(grant.channel_id)
+        except (StateUnavailable, OSError):
+            return
+        if holder is not None and holder.token != grant.lease.token:
+            proto.stop_publish("Another encoder took over this channel.", "lease lost")
 
     async def _recheck_keys(self) -> None:
         checker = self.checker
@@ -249,7 +275,7 @@ class IngestServer:
                     )
                     proto.stop_publish(description, event.reason)
         elif isinstance(event, DrainRequested) and event.node == self.node_name:
-            self.start_drain(event.deadline)
+            self.spawn(self._drain(event.deadline))
 
     # Operations ---------------------------------------------------------------------------
 
@@ -260,6 +286,10 @@ class IngestServer:
                 proto.stop_publish(description, reason)
                 stopped += 1
         return stopped
+
+    async def _drain(self, deadline: float) -> None:
+        target = await self.peers.elsewhere(None) if self.peers is not None else None
+        self.start_drain(deadline, target)
 
     def start_drain(self, deadline: float, target: str | None = None) -> None:
         """Admit nobody new; ask capable publishers to move; close the rest at the deadline."""

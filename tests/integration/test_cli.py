@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -14,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import debian_ffmpeg, ffmpeg_command, run_process
+from tests.support import LoggedProcess, debian_ffmpeg, ffmpeg_command, run_process
 
 CLI = [sys.executable, "-m", "stream_sync"]
 KEY = re.compile(r"ssk_[0-9A-Za-z]{12}_[0-9A-Za-z]{43}")
@@ -36,64 +35,13 @@ async def cli(
     return proc.returncode, out.decode(), err.decode()
 
 
-class ServerProcess:
-    """A `stream-sync serve` child; its log lines are the events a test can await."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-        self.rtmp_url = ""
-        self.http_url = ""
-        self._changed = asyncio.Condition()
-        self._reader = asyncio.get_running_loop().create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.proc.stderr is not None
-        while line := await self.proc.stderr.readline():
-            async with self._changed:
-                self.lines.append(line.decode())
-                self._changed.notify_all()
-        async with self._changed:
-            self._changed.notify_all()
-
-    async def wait_for_log(
-        self, pattern: str, start: int = 0, timeout: float = 20
-    ) -> re.Match[str]:
-        """The first log line from index start on that matches pattern."""
-        regex = re.compile(pattern)
-
-        def find() -> re.Match[str] | None:
-            for line in self.lines[start:]:
-                if match := regex.search(line):
-                    return match
-            return None
-
-        async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(lambda: find() is not None or self._reader.done())
-        found = find()
-        if found is None:
-            raise AssertionError(f"server exited without logging {pattern!r}:\n{self.log}")
-        return found
-
-    @property
-    def log(self) -> str:
-        return "".join(self.lines)
-
-    async def stop(self) -> int:
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(self.proc.wait(), 10)
-        await self._reader
-        return code
-
-
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
+async def server(tmp_path: Path) -> AsyncIterator[LoggedProcess]:
     data = tmp_path / "data"
     proc = await run_process(
         [*CLI, "serve", "--data-dir", str(data), "--rtmp-port", "0", "--http-port", "0"]
     )
-    running = ServerProcess(proc)
+    running = LoggedProcess(proc)
     try:
         running.rtmp_url = (await running.wait_for_log(r"RTMP ingest listening on (\S+)")).group(1)
         running.http_url = (await running.wait_for_log(r"HTTP listening on (\S+)")).group(1)
@@ -105,7 +53,7 @@ async def server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
 
 
 async def test_operator_flow_create_publish_reset_shutdown(
-    server: ServerProcess, tmp_path: Path
+    server: LoggedProcess, tmp_path: Path
 ) -> None:
     data = str(tmp_path / "data")
     code, out, err = await cli(
@@ -215,7 +163,7 @@ async def test_port_in_use_is_one_line(tmp_path: Path) -> None:
 
 
 async def test_second_server_on_the_same_data_folder_is_refused(
-    server: ServerProcess, tmp_path: Path
+    server: LoggedProcess, tmp_path: Path
 ) -> None:
     code, _, err = await cli(
         "serve", "--data-dir", str(tmp_path / "data"), "--rtmp-port", "0", "--http-port", "0"

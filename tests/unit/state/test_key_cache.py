@@ -103,7 +103,6 @@ async def test_a_ttl_must_be_positive_and_finite(engine: Engine, ttl: float) -> 
         await engine.cache.tombstone("AbCdEfGh1234", ttl)
 
 
-
 async def test_a_refresh_never_undoes_a_tombstone(engine: Engine) -> None:
     """A refresh that read the database just before a revocation committed must lose."""
     await engine.cache.tombstone("AbCdEfGh1234", TTL, 7)

@@ -1,0 +1,168 @@
+"""A stream-sync cluster on this machine: real processes, one PostgreSQL, one Redis.
+
+Each node is a `stream-sync` process with a data folder of its own; they share the
+database, a Redis key prefix unique to the test, and server secrets passed in the
+environment, as a real deployment would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import re
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from stream_sync.admin import client as admin
+from stream_sync.audit import Actor
+from stream_sync.credentials import service
+from stream_sync.db.models import Role
+from stream_sync.node import Store, open_store
+from stream_sync.operations import ControlPlane
+from stream_sync.settings import Settings
+from stream_sync.state.redis import RedisState
+from tests.support import BusRecorder, LoggedProcess, RtmpTestClient
+
+CLI = [sys.executable, "-m", "stream_sync"]
+ADMIN_EMAIL = "ops@example.com"
+ADMIN_PASSWORD = "cluster operator passphrase"
+
+
+class Node:
+    def __init__(self, name: str, process: LoggedProcess, data_dir: Path) -> None:
+        self.name = name
+        self.process = process
+        self.data_dir = data_dir
+        self.rtmp_url = ""
+        self.http_url = ""
+
+    @property
+    def rtmp_port(self) -> int:
+        return int(self.rtmp_url.rsplit(":", 1)[1].split("/")[0])
+
+    async def stats(self) -> dict[str, Any]:
+        reply = await admin.call(self.data_dir, "stats")
+        assert isinstance(reply, dict)
+        return reply
+
+
+class Cluster:
+    def __init__(self, root: Path, database_url: str, redis_url: str, **settings: str) -> None:
+        self.root = root
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.prefix = f"test{uuid.uuid4().hex[:12]}"
+        self.env = {
+            **os.environ,
+            "STREAM_SYNC_DATABASE_URL": database_url,
+            "STREAM_SYNC_REDIS_URL": redis_url,
+            "STREAM_SYNC_REDIS_PREFIX": self.prefix,
+            "STREAM_SYNC_HMAC_SECRET": base64.b64encode(os.urandom(32)).decode(),
+            "STREAM_SYNC_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
+            "STREAM_SYNC_LOCK_TTL": "6",
+            "STREAM_SYNC_HEARTBEAT_INTERVAL": "0.5",
+            "STREAM_SYNC_STALE_AFTER": "3",
+            "STREAM_SYNC_SHUTDOWN_GRACE": "1",
+            "STREAM_SYNC_HOST": "127.0.0.1",
+            **{f"STREAM_SYNC_{key.upper()}": value for key, value in settings.items()},
+        }
+        self.nodes: dict[str, Node] = {}
+        self.store: Store | None = None
+        self._store_context: Any = None
+        self.redis: RedisState | None = None
+        self.bus: BusRecorder | None = None
+
+    async def __aenter__(self) -> Cluster:
+        for name in ("STREAM_SYNC_HMAC_SECRET", "STREAM_SYNC_ENCRYPTION_KEY"):
+            os.environ[name] = self.env[name]  # the test process opens the store too
+        settings = Settings(data_dir=self.root / "control", database_url=self.database_url)
+        self._store_context = open_store(settings)
+        self.store = await self._store_context.__aenter__()
+        self.redis = RedisState.connect(self.redis_url, self.prefix)
+        self.bus = BusRecorder(self.redis.bus)
+        await self.redis.bus.ready()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for node in self.nodes.values():
+            if node.process.proc.returncode is None:
+                node.process.proc.kill()
+                await node.process.proc.wait()
+        if self.bus is not None:
+            await self.bus.close()
+        if self.redis is not None:
+            await self.redis.close()
+        if self._store_context is not None:
+            await self._store_context.__aexit__(None, None, None)
+        for name in ("STREAM_SYNC_HMAC_SECRET", "STREAM_SYNC_ENCRYPTION_KEY"):
+            os.environ.pop(name, None)
+
+    async def start(self, role: str, name: str, **settings: str) -> Node:
+        data_dir = self.root / name
+        args = [*CLI, role, "--data-dir", str(data_dir), "--server-name", name]
+        if role == "ingest":
+            args += ["--rtmp-port", "0"]
+        if role == "api":
+            args += ["--http-port", "0"]
+        env = {**self.env, **{f"STREAM_SYNC_{k.upper()}": v for k, v in settings.items()}}
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        node = Node(name, LoggedProcess(proc), data_dir)
+        self.nodes[name] = node
+        if role == "ingest":
+            node.rtmp_url = (
+                await node.process.wait_for_log(r"RTMP ingest listening on (\S+)")
+            ).group(1)
+        elif role == "api":
+            node.http_url = (await node.process.wait_for_log(r"HTTP listening on (\S+)")).group(1)
+        await node.process.wait_for_log(r"roles " + re.escape(role))
+        return node
+
+    @property
+    def control(self) -> ControlPlane:
+        assert self.store is not None
+        return ControlPlane(sessions=self.store.sessions, secrets=self.store.secrets, bus=None)
+
+    async def channel(self, name: str) -> service.CreatedChannel:
+        assert self.store is not None
+        async with self.store.sessions() as session:
+            return await service.create_channel(
+                session, secrets=self.store.secrets, name=name, actor=Actor.cli()
+            )
+
+    async def admin_client(self, api: Node) -> httpx.AsyncClient:
+        await self.control.create_user(
+            email=ADMIN_EMAIL, password=ADMIN_PASSWORD, role=Role.ADMIN, actor=Actor.cli()
+        )
+        client = httpx.AsyncClient(base_url=api.http_url)
+        login = await client.post(
+            "/api/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+        )
+        assert login.status_code == 200, login.text
+        client.headers["X-CSRF-Token"] = login.json()["csrf_token"]
+        return client
+
+    async def cached(self, key_id: str) -> Any:
+        assert self.redis is not None
+        return await self.redis.key_cache.get(key_id)
+
+    async def try_publish(
+        self, node: Node, key: str, properties: dict[str, Any] | None = None
+    ) -> list[Any]:
+        """Our own client's publish attempt; the events it saw (the connection is closed)."""
+        client = await RtmpTestClient.open(node.rtmp_port)
+        try:
+            await client.connect(properties=properties)
+            return await client.publish(key)
+        finally:
+            client.close()
