@@ -27,7 +27,7 @@ from ..rtmp.events import (
     PublishRequested,
     PublishStopped,
 )
-from ..state.interfaces import PublishEnded, PublishStarted, StopRequested
+from ..state.interfaces import PublishEnded, PublishRefused, PublishStarted, StopRequested
 from .admission import PublishGrant, PublishRefusal
 
 if TYPE_CHECKING:
@@ -184,6 +184,17 @@ class RtmpProtocol(asyncio.BufferedProtocol):
                 decision.reason,
                 decision.key_id or "-",
                 " (reconnect requested)" if decision.redirect and self.can_reconnect else "",
+            )
+            server.spawn(
+                server.publish_event(
+                    PublishRefused(
+                        decision.channel_id,
+                        decision.key_id,
+                        decision.reason,
+                        self.address,
+                        server.node_name,
+                    )
+                )
             )
             if server.recorder is not None:
                 server.recorder.refused(

@@ -273,6 +273,10 @@ async def test_redis_restarting_empty_loses_no_stream_token_or_event(tmp_path: P
             assert ready.status_code == 200
             assert ready.json()["status"] == "degraded"
             await a.process.wait_for_log("publish locks held in the database", timeout=10)
+            intruder = await publish(f"{a.rtmp_url}/{channel.key}", 1)  # the rule holds
+            _, err = await intruder.communicate()
+            assert intruder.returncode != 0
+            assert "already live" in err.decode()
             redis_server.start()
             await redis_server.wait_ready()
 

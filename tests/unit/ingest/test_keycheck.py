@@ -1,0 +1,121 @@
+"""Cache-aside key checks: what the database is asked, and what survives its absence."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from stream_sync.audit import Actor
+from stream_sync.credentials import service
+from stream_sync.credentials.server_secrets import ServerSecrets
+from stream_sync.db import session_factory
+from stream_sync.ingest.keycheck import CacheTimes, DatabaseUnavailable, KeyChecker
+from stream_sync.state.inprocess import InProcessKeyCache
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Switchable:
+    """A session factory that can be made to fail, like a database that went away."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self.factory = factory
+        self.down = False
+
+    def __call__(self) -> Any:
+        if self.down:
+            raise ConnectionRefusedError("database down")
+        return self.factory()
+
+
+async def setup(
+    engine: AsyncEngine,
+) -> tuple[KeyChecker, Switchable, Clock, service.CreatedChannel, Any]:
+    sessions = session_factory(engine)
+    secrets = ServerSecrets(hmac_key=os.urandom(32), encryption_key=os.urandom(32))
+    async with sessions() as session:
+        created = await service.create_channel(
+            session, secrets=secrets, name="c", actor=Actor.cli()
+        )
+    switch, clock = Switchable(sessions), Clock()
+    cache = InProcessKeyCache(wall=clock)
+    checker = KeyChecker(
+        sessions=switch,  # type: ignore[arg-type]
+        secrets=secrets,
+        cache=cache,
+        times=CacheTimes(fresh_for=30, valid_ttl=3600, unknown_ttl=30, revoked_ttl=7200),
+        clock=clock,
+    )
+    return checker, switch, clock, created, (sessions, secrets)
+
+
+async def test_a_fresh_cached_key_costs_no_query(engine: AsyncEngine) -> None:
+    checker, _, _, created, _ = await setup(engine)
+    for _ in range(10):
+        assert (await checker.check(created.key)).ok
+    assert checker.database_lookups == 1
+
+
+async def test_a_wrong_secret_never_locks_the_owner_out(engine: AsyncEngine) -> None:
+    checker, _, _, created, _ = await setup(engine)
+    forged = created.key[:-5] + ("AAAAA" if not created.key.endswith("AAAAA") else "BBBBB")
+    verdict = await checker.check(forged)
+    assert (verdict.ok, verdict.reason) == (False, "unknown")
+    assert (await checker.check(created.key)).ok  # the record, not the failure, was cached
+    assert checker.database_lookups == 1
+
+
+async def test_unknown_key_ids_are_cached_briefly(engine: AsyncEngine) -> None:
+    checker, _, clock, _, _ = await setup(engine)
+    stranger = "ssk_ZZZZZZZZZZZZ_" + "Q" * 43
+    for _ in range(5):
+        assert (await checker.check(stranger)).reason == "unknown"
+    assert checker.database_lookups == 1
+    clock.now += 31
+    await checker.check(stranger)
+    assert checker.database_lookups == 2
+
+
+async def test_the_database_down_keeps_valid_keys_working_and_revoked_ones_out(
+    engine: AsyncEngine,
+) -> None:
+    checker, switch, clock, created, _ = await setup(engine)
+    assert (await checker.check(created.key)).ok
+    await checker.revoked("Rev000000000", created.channel_id)
+    switch.down = True
+    clock.now += 600  # long past "fresh": the database would be asked, but it is down
+    stale = await checker.check(created.key)
+    assert stale.ok
+    assert stale.source == "stale-cache"
+    revoked = await checker.check("ssk_Rev000000000_" + "x" * 43)
+    assert revoked.reason == "revoked"
+    never_seen = "ssk_NeverSeen000_" + "x" * 43
+    try:
+        await checker.check(never_seen)
+    except DatabaseUnavailable:
+        pass
+    else:
+        raise AssertionError("a key nobody knows must not be admitted without the database")
+
+
+async def test_a_revocation_beats_a_refresh_that_raced_it(engine: AsyncEngine) -> None:
+    checker, _, clock, created, (sessions, secrets) = await setup(engine)
+    assert (await checker.check(created.key)).ok
+    async with sessions() as session:
+        await service.reset_key(
+            session, secrets=secrets, channel_id=created.channel_id, actor=Actor.cli()
+        )
+    await checker.revoked(created.key_id, created.channel_id)
+    clock.now += 600  # a refresh now reads the database (revoked) and must not undo anything
+    verdict = await checker.check(created.key)
+    assert verdict.reason == "revoked"
+    assert verdict.channel_id == created.channel_id
