@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import flv
-from .counters import MediaCounters
+from .counters import TIMESTAMP_JUMP_MS, MediaCounters
 from .errors import ProtocolError
 
 DEFAULT_CHUNK_SIZE = 128
@@ -286,8 +286,11 @@ class ChunkReader:
                                 action = flv.classify_video(b0, b1)
                             if action == flv.FRAME or action == flv.KEYFRAME:
                                 counters.video_frames += 1
-                                if timestamp < counters.last_video_ts:
+                                last = counters.last_video_ts
+                                if timestamp < last:
                                     counters.timestamp_regressions += 1
+                                elif timestamp > last + TIMESTAMP_JUMP_MS and last >= 0:
+                                    counters.timestamp_jumps += 1
                                 counters.last_video_ts = timestamp
                                 if action == flv.KEYFRAME:
                                     counters.keyframes += 1
@@ -303,8 +306,11 @@ class ChunkReader:
                                 action = flv.classify_audio(b0, b1)
                             if action == flv.FRAME:
                                 counters.audio_frames += 1
-                                if timestamp < counters.last_audio_ts:
+                                last = counters.last_audio_ts
+                                if timestamp < last:
                                     counters.timestamp_regressions += 1
+                                elif timestamp > last + TIMESTAMP_JUMP_MS and last >= 0:
+                                    counters.timestamp_jumps += 1
                                 counters.last_audio_ts = timestamp
                             elif action == flv.COLLECT:
                                 cs.body = bytearray()

@@ -9,6 +9,10 @@ stream's other tracks count only in the byte totals.
 
 from __future__ import annotations
 
+# A forward step between two frames of one kind larger than this is a timestamp jump
+# (an encoder that restarted its clock), not a slow frame rate.
+TIMESTAMP_JUMP_MS = 5000
+
 
 class MediaCounters:
     __slots__ = (
@@ -21,6 +25,7 @@ class MediaCounters:
         "last_keyframe_ts",
         "last_video_ts",
         "malformed_messages",
+        "timestamp_jumps",
         "timestamp_regressions",
         "video_bytes",
         "video_frames",
@@ -39,6 +44,7 @@ class MediaCounters:
         self.audio_frames = 0
         self.last_audio_ts = -1
         self.timestamp_regressions = 0
+        self.timestamp_jumps = 0
         self.ignored_messages = 0  # media on a stream that is not publishing
         self.malformed_messages = 0  # media whose tag header did not parse
 
@@ -52,8 +58,7 @@ class MediaCounters:
     def count_video_frame(self, timestamp: int, keyframe: bool) -> None:
         """The slow-path twin of the reader's inline fast path (enhanced and multitrack)."""
         self.video_frames += 1
-        if timestamp < self.last_video_ts:
-            self.timestamp_regressions += 1
+        self._step(timestamp, self.last_video_ts)
         self.last_video_ts = timestamp
         if keyframe:
             self.keyframes += 1
@@ -61,6 +66,11 @@ class MediaCounters:
 
     def count_audio_frame(self, timestamp: int) -> None:
         self.audio_frames += 1
-        if timestamp < self.last_audio_ts:
-            self.timestamp_regressions += 1
+        self._step(timestamp, self.last_audio_ts)
         self.last_audio_ts = timestamp
+
+    def _step(self, timestamp: int, last: int) -> None:
+        if timestamp < last:
+            self.timestamp_regressions += 1
+        elif timestamp > last + TIMESTAMP_JUMP_MS and last >= 0:
+            self.timestamp_jumps += 1

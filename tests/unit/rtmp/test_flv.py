@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from stream_sync.rtmp import amf0, flv
+from stream_sync.rtmp.counters import TIMESTAMP_JUMP_MS
 from stream_sync.rtmp.errors import ProtocolError
 from stream_sync.rtmp.events import CodecConfigured, MediaReceived, MetadataReceived
 from stream_sync.rtmp.flv import MediaPacket
@@ -296,6 +299,11 @@ CONFIGS = [
 ]
 
 
+def jumps(stamps: list[int]) -> int:
+    """Forward steps over TIMESTAMP_JUMP_MS between consecutive frames."""
+    return sum(b - a > TIMESTAMP_JUMP_MS for a, b in itertools.pairwise(stamps))
+
+
 def expected_counters() -> dict[str, int]:
     video = [(ts, p, what) for t, ts, p, what in SCRIPT if t == 9]
     audio = [(ts, p, what) for t, ts, p, what in SCRIPT if t == 8]
@@ -314,6 +322,7 @@ def expected_counters() -> dict[str, int]:
         "audio_frames": len(audio_frames),
         "last_audio_ts": audio_frames[-1],
         "timestamp_regressions": 0,
+        "timestamp_jumps": jumps(video_frames) + jumps(audio_frames),
         "ignored_messages": 0,
         "malformed_messages": sum(what == "malformed" for *_, what in SCRIPT),
     }
@@ -397,3 +406,18 @@ def test_aggregates_off_the_publishing_stream_are_not_buffered() -> None:
     server.feed(big[len(big) // 2 :])
     assert server.conn.counters.ignored_messages == 1
     assert server.of(MediaReceived) == []
+
+
+@pytest.mark.parametrize("collect", [False, True], ids=["counting", "collect_media"])
+def test_timestamp_jumps_and_regressions_are_counted(collect: bool) -> None:
+    """The inline path (counting) and the parsing path (collect_media) agree."""
+    server, peer = publishing(collect_media=collect)
+    frame, aac = b"\x27\x01\x00\x00\x00" + bytes(20), b"\xaf\x01" + bytes(10)
+    steps = [0, 33, 66, 66 + TIMESTAMP_JUMP_MS + 1, 40, 80]  # one jump, one regression
+    wire = b"".join(peer.message(6, 9, 1, ts, frame) for ts in steps)
+    wire += b"".join(peer.message(4, 8, 1, ts, aac) for ts in (0, 20, 9000))  # one jump
+    server.feed(wire)
+    counters = server.conn.counters
+    assert counters.timestamp_jumps == 2
+    assert counters.timestamp_regressions == 1
+    assert counters.video_frames == len(steps)
