@@ -15,6 +15,7 @@ from .interfaces import (
     PublishEnded,
     PublishRefused,
     PublishStarted,
+    StatusChanged,
     StopRequested,
     StreamStats,
 )
@@ -31,6 +32,7 @@ EVENT_TYPES: dict[str, type[BusEvent]] = {
         NodeUp,
         NodeLost,
         StreamStats,
+        StatusChanged,
     )
 }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 # --- Key cache ---------------------------------------------------------------------------
 
@@ -217,6 +217,26 @@ class StreamStats(BusEvent):
     at: float
     counters: dict[str, int]
     codecs: dict[str, str] = field(default_factory=dict)
+    measurements: dict[str, Any] = field(default_factory=dict)  # the meter's snapshot
+    health: dict[str, Any] = field(default_factory=dict)  # overall and issues
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChanged(BusEvent):
+    """A channel's monitor status changed (monitor/status.py): what dashboards show.
+
+    Staged in the outbox with the change, so ``seq`` orders it among the channel's
+    other lifecycle events; consumers keep the one with the highest ``seq``.
+    """
+
+    channel_id: int
+    status: str  # offline, live, reconnecting, testing
+    session_id: int | None
+    at: float  # epoch seconds of the change
+    grace_until: float | None = None  # set while reconnecting
+    reason: str | None = None  # why it changed (e.g. "stopped", "grace expired")
+    node: str = ""
+    seq: int = 0
 
 
 class Subscription(Protocol):

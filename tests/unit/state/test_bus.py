@@ -16,6 +16,7 @@ from stream_sync.state.interfaces import (
     PublishEnded,
     PublishRefused,
     PublishStarted,
+    StatusChanged,
     StopRequested,
     StreamStats,
 )
@@ -23,6 +24,10 @@ from stream_sync.state.interfaces import (
 from .conftest import Engine, next_event
 
 SAMPLES: list[BusEvent] = [
+    StatusChanged(
+        7, "reconnecting", 42, 1_700_000_000.5, grace_until=1_700_000_030.5,
+        reason="node lost", node="ingest-a", seq=5,
+    ),
     KeyRevoked(7, "AbCdEfGh1234"),
     PublishStarted(7, "AbCdEfGh1234", "c-17", 42, node="ingest-a", seq=3),
     PublishStarted(8, "ZyXwVuTs9876", "c-18", None),
