@@ -39,7 +39,8 @@ from .ingest.admission import KeyAdmission, TakeoverPolicy
 from .ingest.keycheck import CacheTimes, KeyChecker
 from .ingest.recorder import DatabaseRecorder
 from .ingest.server import IngestServer as RtmpIngest
-from .monitor import history
+from .ingest.server import Upkeep
+from .monitor import lifecycle
 from .monitor.nodes import NodeWatcher
 from .operations import ControlPlane
 from .settings import Settings
@@ -182,6 +183,7 @@ class Node:
                 interval=settings.heartbeat_interval,
             )
             self._background(watcher.run())
+            self._background(self._expire_grace())
             self._background(self._retention())
         log.info(
             "roles %s, state %s, data folder %s, server name %s",
@@ -194,10 +196,10 @@ class Node:
 
     async def _start_ingest(self) -> None:
         settings = self.settings
-        closed = await self._close_node_sessions(self.name)
-        if closed:
-            log.info("closed %d publish sessions left open by a previous run", len(closed))
-            for event in closed:
+        left = await self._close_node_sessions(self.name)
+        if left:
+            log.info("%d sessions left open by a previous run now wait for their owners", len(left))
+            for event in left:
                 await self._publish(event)
         admission = KeyAdmission(
             checker=self.checker,
@@ -216,8 +218,11 @@ class Node:
             node_name=self.name,
             locks=self.state.locks,
             checker=self.checker,
-            recorder=DatabaseRecorder(self.sessions, refusals=self.refusals),
+            recorder=DatabaseRecorder(
+                self.sessions, refusals=self.refusals, default_grace=settings.grace_period
+            ),
             peers=self,
+            upkeep=Upkeep(stall_after=settings.stale_after, health=settings.health_thresholds()),
             admission_timeout=settings.admission_timeout,
         )
         self.rtmp_port = await self._ingest.start(settings.host, settings.rtmp_port)
@@ -245,6 +250,7 @@ class Node:
             live=self.live,
             throttle=LoginThrottle(),
             dependencies=self._dependencies,
+            nodes=self._registered_nodes,
         )
         config = uvicorn.Config(
             create_app(context), log_config=None, access_log=False, lifespan="off"
@@ -331,18 +337,30 @@ class Node:
             await asyncio.sleep(RETENTION_INTERVAL)
 
     async def _close_node_sessions(self, node: str) -> list[BusEvent]:
-        async with self.sessions() as session:
-            closed = await history.close_open_sessions(
-                session,
-                node=node,
-                reason="ingest node lost" if node != self.name else "node restarted",
+        """A node's streams are gone: their channels reconnect within grace, or go offline."""
+        return list(
+            await lifecycle.node_lost(
+                self.sessions, node=node, now=time.time(), default_grace=self.settings.grace_period
             )
-        return list(closed)
+        )
+
+    async def _expire_grace(self) -> None:
+        """Channels whose grace ran out go offline and their sessions close."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                for event in await lifecycle.expire_grace(self.sessions, now=time.time()):
+                    await self._publish(event)
+            except Exception:
+                log.exception("grace expiry failed; will retry")
 
     async def _nodes_with_open_sessions(self) -> set[str]:
+        """Nodes the database believes carry a publish right now."""
         async with self.sessions() as session, session.begin():
             rows = await session.scalars(
-                select(PublishSession.node).where(PublishSession.ended_at.is_(None)).distinct()
+                select(PublishSession.node)
+                .where(PublishSession.ended_at.is_(None), PublishSession.publishing.is_(True))
+                .distinct()
             )
             return set(rows.all())
 
@@ -363,6 +381,12 @@ class Node:
     async def _publish(self, event: BusEvent) -> None:
         with contextlib.suppress(StateUnavailable):
             await self.bus.publish(event)
+
+    async def _registered_nodes(self) -> list[NodeInfo]:
+        try:
+            return await self.state.registry.nodes()
+        except StateUnavailable:
+            return []
 
     async def _dependencies(self) -> dict[str, str]:
         return {"redis": await self.state.redis_status()}

@@ -7,6 +7,7 @@ variable and the problem, so the CLI never shows a validation traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 import socket
@@ -18,6 +19,7 @@ import platformdirs
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .monitor.health import HealthThresholds
 from .rtmp.config import RtmpConfig
 
 ENV_PREFIX = "STREAM_SYNC_"
@@ -91,6 +93,12 @@ class Settings(BaseSettings):
     drain_deadline: float = Field(600.0, ge=0, le=86_400)
     outbox_retention_days: int = Field(7, ge=0, le=36500)
 
+    # Monitor: status and health.
+    grace_period: float = Field(30.0, ge=0, le=3600)  # reconnect into the same session
+    max_keyframe_interval: float = Field(4.0, gt=0, le=60)
+    allowed_video_codecs: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    allowed_audio_codecs: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
@@ -111,6 +119,26 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{network!r} is not an IP address or network") from None
         return value
+
+    @field_validator("allowed_video_codecs", "allowed_audio_codecs", mode="before")
+    @classmethod
+    def _codec_list(cls, value: object) -> list[str]:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            return [str(part) for part in value]
+        raise ValueError("must be a comma-separated list of FourCCs, e.g. avc1,hvc1")
+
+    def health_thresholds(self) -> HealthThresholds:
+        defaults = HealthThresholds()
+        return dataclasses.replace(
+            defaults,
+            max_keyframe_interval=self.max_keyframe_interval,
+            allowed_video_codecs=frozenset(self.allowed_video_codecs)
+            or defaults.allowed_video_codecs,
+            allowed_audio_codecs=frozenset(self.allowed_audio_codecs)
+            or defaults.allowed_audio_codecs,
+        )
 
     @field_validator("redis_url")
     @classmethod

@@ -12,6 +12,7 @@ from ..accounts.throttle import LoginThrottle
 from ..credentials.server_secrets import ServerSecrets
 from ..operations import ControlPlane
 from ..settings import Settings
+from ..state.interfaces import NodeInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,9 @@ class LiveStream:
     codecs: dict[str, str]
     counters: dict[str, int]
     bytes_in: int
+    measurements: dict[str, Any] = field(default_factory=dict)  # the meter's snapshot
+    health: dict[str, Any] = field(default_factory=dict)
+    last_update: float = 0.0  # epoch seconds of the last statistics
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -36,10 +40,15 @@ class LiveStream:
             "codecs": self.codecs,
             "counters": self.counters,
             "bytes_in": self.bytes_in,
+            "measurements": self.measurements,
+            "health": self.health,
+            "last_update": self.last_update,
         }
 
 
 class LiveView(Protocol):
+    refusals: dict[str, int]  # refused publishes by reason, as heard on the bus
+
     def live_streams(self) -> dict[int, LiveStream]:
         """Live publishers by channel id."""
 
@@ -57,6 +66,8 @@ class ApiContext:
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     # Extra dependencies for /readyz, e.g. {"redis": "ok"}; the database is always checked.
     dependencies: Callable[[], Awaitable[dict[str, str]]] | None = None
+    # The cluster's ingest nodes (for /metrics); None where no registry is known.
+    nodes: Callable[[], Awaitable[list[NodeInfo]]] | None = None
 
     @property
     def cookie_secure(self) -> bool:

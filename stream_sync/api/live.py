@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from ..state.interfaces import EventBus, PublishEnded, PublishStarted, StreamStats
+from ..state.interfaces import EventBus, PublishEnded, PublishRefused, PublishStarted, StreamStats
 from .context import LiveStream
 
 log = logging.getLogger("stream_sync.api")
@@ -26,6 +26,7 @@ class BusLiveView:
         self._streams: dict[int, LiveStream] = {}
         self._started: dict[int, float] = {}
         self._task: asyncio.Task[None] | None = None
+        self.refusals: dict[str, int] = {}  # by reason, since this process started
 
     def seed(self, open_sessions: list[tuple[int, str, int, float]]) -> None:
         """Open sessions from the database: (channel id, key id, session id, started epoch)."""
@@ -74,7 +75,12 @@ class BusLiveView:
                 dict(event.codecs) or current.codecs,
                 dict(event.counters),
                 current.bytes_in,
+                dict(event.measurements),
+                dict(event.health),
+                event.at,
             )
+        elif isinstance(event, PublishRefused):
+            self.refusals[event.reason] = self.refusals.get(event.reason, 0) + 1
         elif isinstance(event, PublishEnded):
             current = self._streams.get(event.channel_id)
             if current is not None and current.connection == event.connection_id:

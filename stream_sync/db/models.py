@@ -169,6 +169,10 @@ class Channel(Base):
     # The last lifecycle event's sequence number (see state/outbox.py). Incrementing
     # it locks the row, so a channel's events get gapless numbers in commit order.
     event_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    # Seconds a dropped stream may reconnect into the same session; NULL: the default.
+    grace_seconds: Mapped[int | None] = mapped_column(Integer)
+    # Measured like any stream, shown as "testing", never announced as live.
+    test_mode: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
 
 class StreamKey(Base):
@@ -204,9 +208,25 @@ class StreamKey(Base):
 
 
 class PublishSession(Base):
-    """One live session of a channel, from the first accepted publish to going offline."""
+    """One session of a channel: from the first accepted publish to going offline.
+
+    Reconnects within the grace period continue the same row, so counters add up
+    across the publishes of one session. The status machine's state lives here too
+    (status, grace, pending reason), so whichever process applies the next transition
+    (the ingest node, or the monitor after a node loss) starts from the truth.
+    """
 
     __tablename__ = "publish_sessions"
+    __table_args__ = (
+        # At most one open session per channel, enforced by the database.
+        Index(
+            "uq_publish_sessions_channel_id_open",
+            "channel_id",
+            unique=True,
+            sqlite_where=text("ended_at IS NULL"),
+            postgresql_where=text("ended_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     channel_id: Mapped[int] = mapped_column(
@@ -226,6 +246,24 @@ class PublishSession(Base):
     # The publish lock's fencing token when the session started: a newer holder of
     # the channel always has a larger one.
     fencing_token: Mapped[int | None] = mapped_column(BigInteger)
+    # The status machine's state (monitor/status.py).
+    status: Mapped[str] = mapped_column(String(16), default="offline", server_default="offline")
+    test: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    publishing: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    media: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    grace_until: Mapped[float | None] = mapped_column(Float)  # epoch seconds
+    pending_reason: Mapped[str | None] = mapped_column(String(32))
+    status_since: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    publishes: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # What the session looked like, for history.
+    encoder: Mapped[str | None] = mapped_column(String(128))
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    fps: Mapped[float | None] = mapped_column(Float)
+    avg_kbps: Mapped[float | None] = mapped_column(Float)
+    peak_kbps: Mapped[float | None] = mapped_column(Float)
+    health_issues: Mapped[list[str] | None] = mapped_column(JSON)  # codes seen
+    last_update_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class AuditEntry(Base):

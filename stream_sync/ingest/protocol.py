@@ -16,6 +16,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
+from ..monitor.lifecycle import Summary
+from ..monitor.meter import StreamMeter
+from ..monitor.status import EndKind
+from ..rtmp.codecs import CodecError, describe_audio, describe_video
 from ..rtmp.config import CapsEx
 from ..rtmp.connection import ServerConnection
 from ..rtmp.errors import ProtocolError
@@ -27,7 +31,14 @@ from ..rtmp.events import (
     PublishRequested,
     PublishStopped,
 )
-from ..state.interfaces import PublishEnded, PublishRefused, PublishStarted, StopRequested
+from ..rtmp.flv import PacketKind
+from ..state.interfaces import (
+    PublishEnded,
+    PublishRefused,
+    PublishStarted,
+    StatusChanged,
+    StopRequested,
+)
 from .admission import PublishGrant, PublishRefusal
 
 if TYPE_CHECKING:
@@ -52,6 +63,15 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         self.session_id: int | None = None
         self.can_reconnect = False  # the client announced Enhanced RTMP reconnect support
         self.renewed_messages = -1  # media messages seen at the last lease renewal
+        # The monitor's view of this publish (see IngestServer's upkeep).
+        self.meter: StreamMeter | None = None
+        self.test = False
+        self.grace = 30.0
+        self.media_live = False  # the status machine was told media flows
+        self.media_seen = 0  # media messages at the last media check
+        self.media_at = 0.0  # wall-clock time media last advanced
+        self.health: dict[str, Any] = {}
+        self.health_seen: set[str] = set()
         self.publish_started_at: float | None = None
         self.metadata: dict[str, Any] = {}
         self.codecs: dict[str, str] = {}
@@ -150,8 +170,23 @@ class RtmpProtocol(asyncio.BufferedProtocol):
                 self._end_publish(f"client stopped ({event.reason})")
             elif isinstance(event, MetadataReceived):
                 self.metadata = event.metadata
+                if self.meter is not None:
+                    self.meter.metadata(event.metadata)
             elif isinstance(event, CodecConfigured):
-                self.codecs[event.media] = event.packet.codec
+                self._codec_configured(event)
+
+    def _codec_configured(self, event: CodecConfigured) -> None:
+        packet = event.packet
+        self.codecs[event.media] = packet.codec
+        if self.meter is None or packet.kind is not PacketKind.SEQUENCE_START or packet.track:
+            return
+        try:
+            if event.media == "video":
+                self.meter.video_config(describe_video(packet.codec, packet.body))
+            else:
+                self.meter.audio_config(describe_audio(packet.codec, packet.body))
+        except CodecError:
+            pass  # e.g. libaom's empty first AV1 record; a later one describes the stream
 
     async def _admit(self, event: PublishRequested) -> None:
         conn = self.conn
@@ -207,6 +242,9 @@ class RtmpProtocol(asyncio.BufferedProtocol):
             return
         self.grant = decision
         self.publish_started_at = server.loop.time()
+        self.test = is_test_publish(event.name)
+        self.meter = StreamMeter(started_at=time.time())
+        self.media_at = time.time()
         server.publishers[self.id] = self
         log.info(
             "conn=%s peer=%s publish accepted channel=%s key_id=%s token=%d",
@@ -225,12 +263,17 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         started = PublishStarted(
             decision.channel_id, decision.key_id, self.id, None, server.node_name
         )
+        status: list[StatusChanged] = []
         if server.recorder is not None:
-            started = await server.recorder.started(
-                started, remote_address=self.address, fencing_token=decision.lease.token
+            started, status, self.grace = await server.recorder.started(
+                started,
+                remote_address=self.address,
+                fencing_token=decision.lease.token,
+                test=self.test,
             )
         self.session_id = started.session_id
         await server.publish_event(started)
+        await server.announce(status, decision.channel_name)
         if not self._drive(conn.accept_publish, event.stream_id):
             return
         if self._reading_paused and self.transport is not None:
@@ -313,6 +356,45 @@ class RtmpProtocol(asyncio.BufferedProtocol):
             self.codecs.get("audio"),
             server.node_name,
         )
+        status: list[StatusChanged] = []
         if server.recorder is not None:
-            ended = await server.recorder.ended(ended)
+            ended, status = await server.recorder.ended(
+                ended, kind=end_kind(reason), grace=self.grace, summary=self.summary()
+            )
         await server.publish_event(ended)
+        await server.announce(status, grant.channel_name)
+
+    def summary(self) -> Summary:
+        """This publish, as the session history keeps it."""
+        meter = self.meter
+        if meter is None:
+            return Summary()
+        snapshot = meter.snapshot(time.time())
+        video = snapshot.video
+        return Summary(
+            encoder=snapshot.metadata.encoder if snapshot.metadata else None,
+            width=video.width if video else None,
+            height=video.height if video else None,
+            fps=round(snapshot.fps, 2) if snapshot.fps else None,
+            peak_kbps=snapshot.peak_total_kbps_5s,
+            health_issues=tuple(sorted(self.health_seen)),
+        )
+
+
+def is_test_publish(name: str) -> bool:
+    """A `?test` after the key: measure everything, announce nothing (status "testing")."""
+    _, _, query = name.partition("?")
+    return "test" in {part.split("=", 1)[0].strip().lower() for part in query.split("&")}
+
+
+def end_kind(reason: str) -> EndKind:
+    """How a publish ended, in the status machine's terms, from why this node ended it."""
+    if reason.startswith("client stopped"):
+        return EndKind.CLEAN
+    if reason == "key revoked":
+        return EndKind.REVOKED
+    if reason == "kicked":
+        return EndKind.KICKED
+    if reason in ("taken over", "lease lost"):
+        return EndKind.TAKEN_OVER
+    return EndKind.ABRUPT

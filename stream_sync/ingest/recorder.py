@@ -1,33 +1,43 @@
 """What the ingest node writes down about publishes, before it tells anyone.
 
-A publish session row and its PublishStarted event are committed to the database
-(the outbox) in one transaction before the bus announces them, as the architecture
-asks: the database is the truth, the bus the fast path. A recorder that cannot write
-(database down) does not stop the stream: ingest keeps going, says so in the log, and
-announces the event without a session id.
+Every transition of the channel's status (monitor/lifecycle.py) commits its session
+row and its events to the database (the outbox) before the bus announces them: the
+database is the truth, the bus the fast path. A recorder that cannot write (database
+down) does not stop the stream: ingest keeps going, says so in the log, and
+announces what it can.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..audit.refusals import RefusalAggregator
-from ..monitor import history
-from ..state.interfaces import PublishEnded, PublishStarted
+from ..monitor import lifecycle
+from ..monitor.status import EndKind
+from ..state.interfaces import PublishEnded, PublishStarted, StatusChanged
 
 log = logging.getLogger("stream_sync.ingest")
 
 
 class Recorder(Protocol):
     async def started(
-        self, event: PublishStarted, *, remote_address: str, fencing_token: int
-    ) -> PublishStarted:
-        """The event as committed (with session id and sequence number)."""
+        self, event: PublishStarted, *, remote_address: str, fencing_token: int, test: bool
+    ) -> tuple[PublishStarted, list[StatusChanged], float]:
+        """The event as committed (session id, sequence number), status events, grace."""
 
-    async def ended(self, event: PublishEnded) -> PublishEnded: ...
+    async def ended(
+        self, event: PublishEnded, *, kind: EndKind, grace: float, summary: lifecycle.Summary
+    ) -> tuple[PublishEnded, list[StatusChanged]]: ...
+
+    async def media(
+        self, channel_id: int, *, flowing: bool, grace: float, node: str
+    ) -> list[StatusChanged]: ...
+
+    async def summary(self, session_id: int, summary: lifecycle.Summary) -> None: ...
 
     def refused(
         self, *, key_id: str | None, channel_id: int | None, address: str, reason: str
@@ -36,31 +46,75 @@ class Recorder(Protocol):
 
 class DatabaseRecorder:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, refusals: RefusalAggregator
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        refusals: RefusalAggregator,
+        default_grace: float,
     ) -> None:
         self._sessions = sessions
         self._refusals = refusals
+        self._default_grace = default_grace
 
     async def started(
-        self, event: PublishStarted, *, remote_address: str, fencing_token: int
-    ) -> PublishStarted:
+        self, event: PublishStarted, *, remote_address: str, fencing_token: int, test: bool
+    ) -> tuple[PublishStarted, list[StatusChanged], float]:
         try:
-            async with self._sessions() as session:
-                return await history.record_publish_started(
-                    session, event=event, remote_address=remote_address, fencing_token=fencing_token
+            staged, outcome, grace = await lifecycle.publish_started(
+                self._sessions,
+                event=event,
+                remote_address=remote_address,
+                fencing_token=fencing_token,
+                test=test,
+                default_grace=self._default_grace,
+                now=time.time(),
+            )
+        except Exception as exc:
+            log.warning("could not record the start of a publish: %r", exc)
+            return event, [], self._default_grace
+        return staged, outcome.status_events, grace
+
+    async def ended(
+        self, event: PublishEnded, *, kind: EndKind, grace: float, summary: lifecycle.Summary
+    ) -> tuple[PublishEnded, list[StatusChanged]]:
+        try:
+            staged, outcome = await lifecycle.publish_ended(
+                self._sessions,
+                event=event,
+                kind=kind,
+                grace=grace,
+                summary=summary,
+                now=time.time(),
+            )
+        except Exception as exc:
+            log.warning("could not record the end of a publish: %r", exc)
+            return event, []
+        return staged, outcome.status_events
+
+    async def media(
+        self, channel_id: int, *, flowing: bool, grace: float, node: str
+    ) -> list[StatusChanged]:
+        try:
+            if flowing:
+                outcome = await lifecycle.media_flowing(
+                    self._sessions, channel_id=channel_id, now=time.time(), node=node
+                )
+            else:
+                outcome = await lifecycle.media_stalled(
+                    self._sessions, channel_id=channel_id, now=time.time(), grace=grace, node=node
                 )
         except Exception as exc:
-            log.warning("could not record the start of a publish session: %r", exc)
-            return event
+            log.warning("could not record a media change of channel %d: %r", channel_id, exc)
+            return []
+        return outcome.status_events
 
-    async def ended(self, event: PublishEnded) -> PublishEnded:
+    async def summary(self, session_id: int, summary: lifecycle.Summary) -> None:
         try:
-            async with self._sessions() as session:
-                recorded = await history.record_publish_ended(session, event=event)
+            await lifecycle.update_summary(
+                self._sessions, session_id=session_id, summary=summary, now=time.time()
+            )
         except Exception as exc:
-            log.warning("could not record the end of publish session %s: %r", event.session_id, exc)
-            return event
-        return event if recorded is None else recorded
+            log.warning("could not update session %d: %r", session_id, exc)
 
     def refused(
         self, *, key_id: str | None, channel_id: int | None, address: str, reason: str

@@ -16,9 +16,10 @@ import dataclasses
 import logging
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from ..monitor.health import HealthThresholds, assess
 from ..rtmp.config import RtmpConfig
 from ..rtmp.errors import ProtocolError
 from ..state.errors import StateUnavailable
@@ -29,6 +30,7 @@ from ..state.interfaces import (
     KeyRevoked,
     KeyState,
     PublishLocks,
+    StatusChanged,
     StopRequested,
     StreamStats,
 )
@@ -43,11 +45,14 @@ SWEEP_INTERVAL = 0.5
 
 @dataclass(frozen=True, slots=True)
 class Upkeep:
-    """How often the ingest node does its background duties (seconds)."""
+    """How often the ingest node does its background duties (seconds), and its limits."""
 
     renew_every: float = 1.0
     recheck_keys_every: float = 30.0
     stats_every: float = 1.0
+    summary_every: float = 10.0
+    stall_after: float = 3.0  # no media for this long: the status machine hears "stalled"
+    health: HealthThresholds = field(default_factory=HealthThresholds)
 
 
 class IngestServer:
@@ -121,6 +126,22 @@ class IngestServer:
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed: %r", task.exception())
 
+    async def announce(self, changes: list[StatusChanged], channel_name: str) -> None:
+        """Status changes, committed already: one log line each, then the bus."""
+        for change in changes:
+            grace = ""
+            if change.grace_until is not None:
+                grace = f" grace={max(0.0, change.grace_until - time.time()):.0f}s"
+            log.info(
+                "channel=%s status=%s reason=%r session=%s%s",
+                channel_name,
+                change.status,
+                change.reason,
+                change.session_id,
+                grace,
+            )
+            await self.publish_event(change)
+
     async def publish_event(self, event: BusEvent) -> None:
         """Best effort on the bus: lifecycle events are in the database outbox already."""
         try:
@@ -148,10 +169,43 @@ class IngestServer:
             if self.drain_deadline is not None and time.time() >= self.drain_deadline:
                 for proto in list(self.publishers.values()):
                     proto.stop_publish("This ingest server is shutting down.", "drained")
+            self._watch_media()
+
+    def _watch_media(self) -> None:
+        """Tell the status machine when media starts flowing, stalls, or flows again.
+
+        Cheap (two integers per publisher); the rare changes go to the database.
+        """
+        if self.recorder is None:
+            return
+        now = time.time()
+        for proto in list(self.publishers.values()):
+            grant = proto.grant
+            if grant is None:
+                continue
+            counters = proto.conn.counters
+            seen = counters.video_messages + counters.audio_messages
+            if seen != proto.media_seen:
+                proto.media_seen, proto.media_at = seen, now
+                if not proto.media_live:
+                    proto.media_live = True
+                    self.spawn(self._media_changed(proto, grant.channel_id, flowing=True))
+            elif proto.media_live and now - proto.media_at >= self.upkeep.stall_after:
+                proto.media_live = False
+                self.spawn(self._media_changed(proto, grant.channel_id, flowing=False))
+
+    async def _media_changed(self, proto: RtmpProtocol, channel_id: int, *, flowing: bool) -> None:
+        if self.recorder is None:
+            return
+        changes = await self.recorder.media(
+            channel_id, flowing=flowing, grace=proto.grace, node=self.node_name
+        )
+        name = proto.grant.channel_name if proto.grant else str(channel_id)
+        await self.announce(changes, name)
 
     async def _upkeep(self) -> None:
         upkeep = self.upkeep
-        last_recheck = last_stats = self.loop.time()
+        last_recheck = last_stats = last_summary = self.loop.time()
         while True:
             await asyncio.sleep(upkeep.renew_every)
             await self._renew_leases()
@@ -162,6 +216,17 @@ class IngestServer:
             if now - last_stats >= upkeep.stats_every:
                 last_stats = now
                 await self._publish_stats()
+            if now - last_summary >= upkeep.summary_every:
+                last_summary = now
+                await self._save_summaries()
+
+    async def _save_summaries(self) -> None:
+        """Session history stays current, so a lost node's last minutes are not lost."""
+        if self.recorder is None:
+            return
+        for proto in list(self.publishers.values()):
+            if proto.session_id is not None:
+                await self.recorder.summary(proto.session_id, proto.summary())
 
     async def _renew_leases(self) -> None:
         """Renew the lease of every publisher whose media flowed since the last renewal.
@@ -228,18 +293,27 @@ class IngestServer:
                 proto.stop_publish("Stream key was reset.", "key revoked")
 
     async def _publish_stats(self) -> None:
+        """Sample every live stream's meter, judge its health, and tell whoever listens."""
         now = time.time()
         for proto in list(self.publishers.values()):
-            grant = proto.grant
-            if grant is None:
+            grant, meter = proto.grant, proto.meter
+            if grant is None or meter is None:
                 continue
+            counters = proto.conn.counters
+            meter.sample(now, counters)
+            snapshot = meter.snapshot(now)
+            health = assess(snapshot, self.upkeep.health, now)
+            proto.health = health.as_dict()
+            proto.health_seen.update(health.codes)
             stats = StreamStats(
                 grant.channel_id,
                 proto.session_id,
                 self.node_name,
                 now,
-                proto.conn.counters.as_dict(),
+                counters.as_dict(),
                 dict(proto.codecs),
+                snapshot.as_dict(),
+                proto.health,
             )
             try:
                 await self.bus.publish(stats)

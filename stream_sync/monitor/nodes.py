@@ -1,10 +1,9 @@
 """Noticing dead ingest nodes: their sessions must not stay "live" forever.
 
 A node that stops heartbeating disappears from the registry after its TTL. The
-watcher then announces NodeLost, and closes the node's open publish sessions in the
-database (with a PublishEnded per session in the outbox, so every consumer learns of
-it). At start it also closes sessions of nodes that are not registered at all, after
-one heartbeat period of grace so that a node restarting right now can register.
+watcher then announces NodeLost, and hands the node's channels to the status machine
+(monitor/lifecycle.py): they wait in Reconnecting for their grace period, so an owner
+reconnecting to another node continues the same session, and go offline otherwise.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from ..state.interfaces import BusEvent, EventBus, NodeLost, NodeRegistry, NodeU
 
 log = logging.getLogger("stream_sync.monitor")
 CloseSessions = Callable[[str], Awaitable[list[BusEvent]]]  # node -> PublishEnded events
-OpenNodes = Callable[[], Awaitable[set[str]]]  # nodes with open sessions in the database
+OpenNodes = Callable[[], Awaitable[set[str]]]  # nodes still carrying open sessions
 
 
 class NodeWatcher:
@@ -41,10 +40,6 @@ class NodeWatcher:
 
     async def run(self) -> None:
         await asyncio.sleep(self._interval * 2)  # let live nodes register first
-        try:
-            await self._close_unregistered()
-        except Exception:
-            log.exception("could not close sessions of unregistered nodes")
         while True:
             try:
                 await self.check()
@@ -55,21 +50,21 @@ class NodeWatcher:
             await asyncio.sleep(self._interval)
 
     async def check(self) -> None:
+        """Nodes that appeared, and nodes that still carry streams but no longer heartbeat.
+
+        The second set is read from the database each time, not remembered: a node
+        that died before this watcher first saw it still has sessions to hand over.
+        """
         current = {node.node_id for node in await self._registry.nodes()}
         for node in sorted(current - self.alive):
             log.info("ingest node %s is up", node)
             await self._publish(NodeUp(node))
-        for node in sorted(self.alive - current):
-            log.warning("ingest node %s stopped heartbeating; closing its sessions", node)
+        carrying = await self._open_nodes()
+        for node in sorted((self.alive | carrying) - current):
+            log.warning("ingest node %s stopped heartbeating; its channels wait for grace", node)
             await self._publish(NodeLost(node))
             await self._close(node)
         self.alive = current
-
-    async def _close_unregistered(self) -> None:
-        registered = {node.node_id for node in await self._registry.nodes()}
-        for node in sorted(await self._open_nodes() - registered):
-            log.warning("sessions of node %s are open but the node is gone; closing them", node)
-            await self._close(node)
 
     async def _close(self, node: str) -> None:
         for event in await self._close_sessions(node):

@@ -41,6 +41,7 @@ class StaticLiveView:
     """What the ingest node reports as live; the API tests set it directly."""
 
     streams: dict[int, LiveStream] = field(default_factory=dict)
+    refusals: dict[str, int] = field(default_factory=dict)
 
     def live_streams(self) -> dict[int, LiveStream]:
         return self.streams

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 from sqlalchemy import text
@@ -9,7 +10,8 @@ from sqlalchemy import text
 from stream_sync.api.context import LiveStream
 from stream_sync.credentials import service as credentials
 from stream_sync.db.models import Role
-from stream_sync.state.interfaces import KeyRevoked
+from stream_sync.monitor import lifecycle
+from stream_sync.state.interfaces import KeyRevoked, PublishStarted
 
 from .conftest import Api
 
@@ -177,31 +179,55 @@ async def test_live_status_comes_from_the_ingest_node(api: Api) -> None:
     channel = await api.channel(admin, "on-air", None)
     async with api.context.sessions() as session:
         channel_id = (await credentials.find_channel(session, channel["id"])).id
-    api.live.streams[channel_id] = LiveStream(
-        channel_id,
-        channel["key_id"],
-        "c1",
-        "127.0.0.1:1",
-        12.5,
-        {"video": "avc1"},
-        {"video_frames": 375},
-        10,
+    started, _, _ = await lifecycle.publish_started(
+        api.context.sessions,
+        event=PublishStarted(channel_id, channel["key_id"], "c1", None, "node-1"),
+        remote_address="192.0.2.9",
+        fencing_token=1,
+        test=False,
+        default_grace=30,
+        now=time.time(),
     )
+    assert (await admin.get(f"/api/channels/{channel['id']}")).json()["status"] == "offline"
+    await lifecycle.media_flowing(
+        api.context.sessions, channel_id=channel_id, now=time.time(), node="node-1"
+    )
+    api.live.streams[channel_id] = LiveStream(
+        channel_id, channel["key_id"], "c1", "127.0.0.1:1", 12.5, {"video": "avc1"},
+        {"video_frames": 375}, 10, {"fps": 30.0}, {"overall": "good", "issues": []}, time.time(),
+    )  # fmt: skip
     detail = (await admin.get(f"/api/channels/{channel['id']}")).json()
     assert detail["status"] == "live"
+    assert detail["session_id"] == started.session_id
     assert detail["stats"]["counters"]["video_frames"] == 375
+    assert detail["stats"]["health"]["overall"] == "good"
+    assert detail["stats"]["last_update"] > 0
     streams = (await admin.get("/api/streams")).json()
     assert [s["channel_id"] for s in streams] == [channel_id]
     assert timedelta(seconds=detail["stats"]["uptime"]) == timedelta(seconds=12.5)
 
+    await lifecycle.media_stalled(
+        api.context.sessions, channel_id=channel_id, now=time.time(), grace=20, node="node-1"
+    )
+    waiting = (await admin.get(f"/api/channels/{channel['id']}")).json()
+    assert waiting["status"] == "reconnecting"
+    assert 0 < waiting["grace_left"] <= 20
+    metrics = (await admin.get("/metrics")).text
+    assert (
+        f'stream_sync_channel_status{{channel="{channel["id"]}",status="reconnecting"}} 1.0'
+        in metrics
+    )
+    assert f'stream_sync_channel_fps{{channel="{channel["id"]}"}} 30.0' in metrics
+    assert channel["stream_key"] not in metrics
 
-async def test_rotating_again_during_an_overlap_cuts_the_oldest_key(api: Api) -> None:
+
+async def test_channel_settings_grace_and_test_mode(api: Api) -> None:
     admin = await api.signed_in("root@example.com", Role.ADMIN)
-    channel = await api.channel(admin, "twice", None)
-    first = await admin.post(f"/api/channels/{channel['id']}/key/rotate")
-    second = await admin.post(f"/api/channels/{channel['id']}/key/rotate")
-    assert second.json()["previous_key_id"] == first.json()["key_id"]
-    event = await api.bus.wait_for(KeyRevoked, timeout=2)
-    assert event.key_id == channel["key_id"]  # the original key: two rotations ago
-    assert (await verify(api, channel["stream_key"])).reason == credentials.RefusalReason.REVOKED
-    assert (await verify(api, first.json()["stream_key"])).ok  # still in its overlap
+    channel = await api.channel(admin, "tunable", None)
+    changed = await admin.patch(
+        f"/api/channels/{channel['id']}", json={"grace_seconds": 5, "test_mode": True}
+    )
+    assert changed.status_code == 200
+    assert (changed.json()["grace_seconds"], changed.json()["test_mode"]) == (5, True)
+    refused = await admin.patch(f"/api/channels/{channel['id']}", json={"grace_seconds": -1})
+    assert refused.status_code == 422

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from stream_sync.db.models import PublishSession
-from stream_sync.state.interfaces import KeyState, PublishEnded, PublishStarted
+from stream_sync.state.interfaces import KeyState, PublishEnded, PublishStarted, StatusChanged
 from stream_sync.state.redis import RedisState
 from tests.databases import fresh_postgres_database
 from tests.support import (
@@ -67,7 +67,9 @@ async def test_exactly_one_of_two_simultaneous_publishers_is_live_every_time(
         assert codes[1] != 0, (attempt, "both were live")
         loser = err2 if second.returncode else err1
         assert "already live" in loser.decode()
-        await cluster.bus.wait_for(PublishEnded, lambda e, n=attempt: e.seq == 2 * (n + 1))
+        await cluster.bus.wait_for(
+            StatusChanged, lambda e, n=attempt: len(cluster.bus.of(PublishEnded)) == n + 1
+        )
     assert len(cluster.bus.of(PublishStarted)) == 20
 
 
@@ -79,7 +81,7 @@ async def test_a_killed_node_frees_its_channel_and_the_monitor_closes_its_sessio
     channel = await cluster.channel("phoenix")
     assert cluster.bus is not None
     stream = await publish(f"{a.rtmp_url}/{channel.key}", 30)
-    await cluster.bus.wait_for(PublishStarted, lambda e: e.node == "a")
+    await cluster.bus.wait_for(StatusChanged, lambda e: e.status == "live" and e.node == "a")
 
     await a.process.kill()
     killed = time.monotonic()
@@ -91,10 +93,14 @@ async def test_a_killed_node_frees_its_channel_and_the_monitor_closes_its_sessio
             break
         assert time.monotonic() - killed < LOCK_TTL + 4, "the lock outlived its TTL"
     assert any(e.node == "b" for e in cluster.bus.of(PublishStarted))
-    lost = await cluster.bus.wait_for(
-        PublishEnded, lambda e: e.node == "a" and e.reason == "ingest node lost", timeout=15
+    # The lost node's channel waits in Reconnecting for its grace, then goes offline.
+    waiting = await cluster.bus.wait_for(
+        StatusChanged, lambda e: e.status == "reconnecting" and e.reason == "node lost", timeout=15
     )
-    assert lost.channel_id == channel.channel_id
+    assert waiting.channel_id == channel.channel_id
+    on_a = next(e for e in cluster.bus.of(PublishStarted) if e.node == "a")
+    on_b = next(e for e in cluster.bus.of(PublishStarted) if e.node == "b")
+    assert on_b.session_id == on_a.session_id  # the owner's reconnect, within grace
     assert cluster.store is not None
     async with cluster.store.sessions() as session:
         open_on_a = await session.scalar(
@@ -206,7 +212,7 @@ async def test_kick_ends_the_publish_but_keeps_the_key(cluster: Cluster) -> None
     channel = await cluster.channel("kickable")
     assert cluster.bus is not None
     stream = await publish(f"{a.rtmp_url}/{channel.key}", 60)
-    await cluster.bus.wait_for(PublishStarted)
+    await cluster.bus.wait_for(StatusChanged, lambda e: e.status == "live")
     client = await cluster.admin_client(api)
     public_id = (await client.get("/api/channels")).json()[0]["id"]
     assert (await client.get(f"/api/channels/{public_id}")).json()["status"] == "live"

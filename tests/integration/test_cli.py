@@ -78,6 +78,7 @@ async def test_operator_flow_create_publish_reset_shutdown(
         ffmpeg_command(debian_ffmpeg(), f"{server.rtmp_url}/{key.group(0)}", seconds=30)
     )
     await server.wait_for_log(f"publish accepted channel=demo key_id={key_id}")
+    await server.wait_for_log("channel=demo status=live")  # live once media flows
     async with httpx.AsyncClient(base_url=server.http_url) as http:
         credentials = {"email": "ops@example.com", "password": "an operator passphrase"}
         assert (await http.post("/api/auth/login", json=credentials)).status_code == 200

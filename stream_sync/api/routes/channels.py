@@ -7,6 +7,7 @@ not exist.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ from ...accounts import users
 from ...audit import list_entries
 from ...credentials import service as credentials
 from ...monitor import history
+from ...monitor.settings import monitor_settings, set_monitor_settings
 from ...servers import service as servers
 from ..context import ApiContext
 from ..deps import AdminUser, Context, CurrentUser, VisibleChannel
@@ -39,8 +41,17 @@ class ChannelOut(BaseModel):
     created_at: datetime
     ingest_server: str | None
     server_url: str = Field(description="OBS: Settings > Stream > Server.")
-    status: str = Field(description="live or offline")
-    stats: dict[str, Any] | None
+    status: str = Field(description="offline, live, reconnecting or testing")
+    status_since: float | None = Field(None, description="Epoch seconds of the last change.")
+    grace_left: float | None = Field(
+        None, description="While reconnecting: seconds before the session closes."
+    )
+    session_id: int | None = None
+    grace_seconds: int | None = Field(None, description="This channel's grace period.")
+    test_mode: bool = False
+    stats: dict[str, Any] | None = Field(
+        None, description="Live measurements and health, with last_update (epoch seconds)."
+    )
 
 
 class ChannelDetailOut(ChannelOut):
@@ -66,8 +77,18 @@ async def _server_url(context: ApiContext, server_id: int | None) -> tuple[str |
 
 
 async def _channel_out(context: ApiContext, channel: credentials.ChannelInfo) -> dict[str, Any]:
+    """The channel with its status as the database knows it and its live measurements."""
     server_name, server_url = await _server_url(context, channel.ingest_server_id)
+    async with context.sessions() as session:
+        current = await history.open_session(session, channel_id=channel.id)
+    async with context.sessions() as session:
+        settings = await monitor_settings(session, channel_id=channel.id)
     live = context.live.live_streams().get(channel.id)
+    status, grace_left = "offline", None
+    if current is not None:
+        status = current.status
+        if current.grace_until is not None:
+            grace_left = round(max(0.0, current.grace_until - time.time()), 1)
     return {
         "id": channel.public_id,
         "name": channel.name,
@@ -75,9 +96,32 @@ async def _channel_out(context: ApiContext, channel: credentials.ChannelInfo) ->
         "created_at": channel.created_at,
         "ingest_server": server_name,
         "server_url": server_url,
-        "status": "live" if live else "offline",
-        "stats": live.as_dict() if live else None,
+        "status": status,
+        "status_since": current.status_since if current else None,
+        "grace_left": grace_left,
+        "session_id": current.id if current else None,
+        "grace_seconds": settings[0],
+        "test_mode": settings[1],
+        "stats": live.as_dict() if live and current is not None else None,
     }
+
+
+class ChannelSettingsIn(BaseModel):
+    grace_seconds: int | None = Field(
+        None, ge=0, le=3600, description="Reconnect grace; omit to keep, null for the default."
+    )
+    test_mode: bool | None = None
+
+
+@router.patch("/{channel_ref}")
+async def update_channel(
+    body: ChannelSettingsIn, channel: VisibleChannel, principal: CurrentUser, context: Context
+) -> ChannelOut:
+    """The owner's switches: grace period and test mode (a test stream is never "live")."""
+    changes = body.model_dump(exclude_unset=True)
+    async with context.sessions() as session:
+        await set_monitor_settings(session, channel_id=channel.id, **changes)
+    return ChannelOut(**await _channel_out(context, channel))
 
 
 @router.get("")
@@ -238,13 +282,25 @@ class SessionOut(BaseModel):
     started_at: datetime
     ended_at: datetime | None
     end_reason: str | None
+    status: str
+    test: bool
     key_id: str
     node: str
+    remote_address: str | None
+    publishes: int = Field(description="Publishes in the session: 1 + reconnects.")
     media_bytes: int
     video_frames: int
     audio_frames: int
     video_codec: str | None
     audio_codec: str | None
+    encoder: str | None
+    width: int | None
+    height: int | None
+    fps: float | None
+    avg_kbps: float | None
+    peak_kbps: float | None
+    health_issues: list[str]
+    last_update_at: datetime | None
 
 
 @router.get("/{channel_ref}/sessions")

@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
-from sqlalchemy import text
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy import select, text
 
 from ...credentials import service as credentials
+from ...db.models import Channel, PublishSession
 from ..deps import Context, CurrentUser
+from ..metrics import ClusterState, render
 
 router = APIRouter(tags=["health"])
 
@@ -39,6 +42,29 @@ async def readyz(context: Context) -> JSONResponse:
         body.update(status="unavailable", database=f"unreachable ({type(exc).__name__})")
         return JSONResponse(body, status_code=503)
     return JSONResponse(body)
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(context: Context) -> PlainTextResponse:
+    """Prometheus metrics: per channel by public id (never by key), refusals, nodes."""
+    async with context.sessions() as session, session.begin():
+        rows = (
+            await session.execute(
+                select(Channel.id, Channel.public_id, PublishSession.status).outerjoin(
+                    PublishSession,
+                    (PublishSession.channel_id == Channel.id) & PublishSession.ended_at.is_(None),
+                )
+            )
+        ).all()
+    channels = {row[0]: (row[1], row[2] or "offline") for row in rows}
+    nodes = await context.nodes() if context.nodes is not None else []
+    state = ClusterState(
+        channels=channels,
+        live=context.live.live_streams(),
+        nodes=nodes,
+        refusals=dict(context.live.refusals),
+    )
+    return PlainTextResponse(render(state), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/api/streams", tags=["channels"])

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from stream_sync import audit
 from stream_sync.credentials import ServerSecrets, create_channel, delete_channel, reset_key
 from stream_sync.db import current_revision, downgrade, session_factory, upgrade
-from stream_sync.monitor import history
+from stream_sync.monitor import lifecycle
 from stream_sync.state import outbox
 from stream_sync.state.database import DatabaseFencing
 from stream_sync.state.interfaces import PublishStarted
@@ -60,11 +60,14 @@ async def test_downgrade_to_0002_and_up_again_keeps_the_data(
 
     async with sessions() as session:
         created = await create_channel(session, secrets=server_secrets, name="main", actor=ACTOR)
-        started = await history.record_publish_started(
-            session,
+        started, _, _ = await lifecycle.publish_started(
+            sessions,
             event=PublishStarted(created.channel_id, created.key_id, "c1", None, "node-1"),
-            remote_address=None,
+            remote_address="",
             fencing_token=3,
+            test=False,
+            default_grace=30,
+            now=1_700_000_000.0,
         )
     await downgrade(fresh_engine, "0002")
     assert await current_revision(fresh_engine) == "0002"
@@ -120,3 +123,23 @@ async def test_sqlite_audit_trigger_survives_the_channels_rebuild(
     with pytest.raises(sa.exc.IntegrityError, match="append-only"):
         async with sqlite_engine.begin() as conn:
             await conn.execute(sa.text("UPDATE audit_log SET action = 'x'"))
+
+
+async def test_one_open_session_per_channel_is_enforced(engine: AsyncEngine) -> None:
+    """The database refuses a second open session for a channel (0004's partial index)."""
+    async with engine.begin() as connection:
+        await connection.execute(
+            sa.text(
+                "INSERT INTO channels (public_id, name, created_at, event_seq, test_mode) "
+                "VALUES ('ch_x', 'x', CURRENT_TIMESTAMP, 0, false)"
+            )
+        )
+    insert = sa.text(
+        "INSERT INTO publish_sessions (channel_id, key_id, node, started_at, media_bytes, "
+        "video_frames, audio_frames) VALUES (1, 'k', 'n', CURRENT_TIMESTAMP, 0, 0, 0)"
+    )
+    async with engine.begin() as connection:
+        await connection.execute(insert)
+    with pytest.raises(sa.exc.IntegrityError):
+        async with engine.begin() as connection:
+            await connection.execute(insert)

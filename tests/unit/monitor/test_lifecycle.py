@@ -1,0 +1,231 @@
+"""The status machine applied to the database, on both engines: sessions, grace, events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from stream_sync import audit
+from stream_sync.credentials import ChannelNotFound, ServerSecrets, create_channel, delete_channel
+from stream_sync.db import session_factory
+from stream_sync.monitor import history, lifecycle
+from stream_sync.monitor.settings import set_monitor_settings
+from stream_sync.monitor.status import EndKind
+from stream_sync.state import outbox
+from stream_sync.state.interfaces import PublishEnded, PublishStarted, StatusChanged
+
+SECRETS = ServerSecrets(os.urandom(32), os.urandom(32))
+T0 = 1_700_000_000.0
+GRACE = 30.0
+Sessions = async_sessionmaker[AsyncSession]
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> Sessions:
+    return session_factory(engine)
+
+
+async def channel(sessions: Sessions, name: str = "main") -> tuple[int, str]:
+    async with sessions() as session:
+        created = await create_channel(session, secrets=SECRETS, name=name, actor=audit.Actor.cli())
+    return created.channel_id, created.key_id
+
+
+async def start(
+    sessions: Sessions, channel_id: int, key_id: str, now: float, *, test: bool = False
+) -> tuple[PublishStarted, list[StatusChanged]]:
+    event = PublishStarted(channel_id, key_id, "c1", None, "node-1")
+    staged, outcome, _ = await lifecycle.publish_started(
+        sessions,
+        event=event,
+        remote_address="192.0.2.1",
+        fencing_token=1,
+        test=test,
+        default_grace=GRACE,
+        now=now,
+    )
+    return staged, outcome.status_events
+
+
+async def end(
+    sessions: Sessions, started: PublishStarted, kind: EndKind, now: float, *, frames: int = 90
+) -> list[StatusChanged]:
+    event = PublishEnded(
+        started.channel_id, started.key_id, "c1", started.session_id, "why", 1_000_000, frames,
+        140, "avc1", "mp4a", "node-1",
+    )  # fmt: skip
+    summary = lifecycle.Summary(encoder="obs", width=1280, height=720, fps=30.0, peak_kbps=2600.0)
+    _, outcome = await lifecycle.publish_ended(
+        sessions, event=event, kind=kind, grace=GRACE, summary=summary, now=now
+    )
+    return outcome.status_events
+
+
+async def flowing(sessions: Sessions, channel_id: int, now: float) -> list[StatusChanged]:
+    outcome = await lifecycle.media_flowing(sessions, channel_id=channel_id, now=now, node="n")
+    return outcome.status_events
+
+
+async def sessions_of(sessions: Sessions, channel_id: int) -> list[history.SessionView]:
+    async with sessions() as session:
+        return await history.list_sessions(session, channel_id=channel_id)
+
+
+def statuses(events: list[StatusChanged]) -> list[str]:
+    return [event.status for event in events]
+
+
+async def test_live_only_when_media_flows_and_offline_at_once_on_a_clean_stop(
+    sessions: Sessions,
+) -> None:
+    channel_id, key_id = await channel(sessions)
+    started, changes = await start(sessions, channel_id, key_id, T0)
+    assert changes == []  # publish alone is not "live"
+    assert started.session_id is not None
+    assert started.seq == 1
+    assert statuses(await flowing(sessions, channel_id, T0 + 1)) == ["live"]
+    assert await flowing(sessions, channel_id, T0 + 2) == []  # no change, no event
+    stopped = await end(sessions, started, EndKind.CLEAN, T0 + 60)
+    assert statuses(stopped) == ["offline"]
+    assert stopped[0].session_id == started.session_id
+    (row,) = await sessions_of(sessions, channel_id)
+    assert row.end_reason == "stopped"
+    assert row.ended_at is not None
+    assert (row.width, row.height, row.encoder, row.peak_kbps) == (1280, 720, "obs", 2600.0)
+    assert row.video_frames == 90
+    async with sessions() as session:
+        seqs = [event.seq for _, event in await outbox.read_since(session, after_id=0)]
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == len(seqs)
+
+
+async def test_a_reconnect_within_grace_is_the_same_session(sessions: Sessions) -> None:
+    channel_id, key_id = await channel(sessions)
+    first, _ = await start(sessions, channel_id, key_id, T0)
+    await flowing(sessions, channel_id, T0 + 1)
+    dropped = await end(sessions, first, EndKind.ABRUPT, T0 + 10)
+    assert statuses(dropped) == ["reconnecting"]
+    assert dropped[0].grace_until == T0 + 10 + GRACE
+    second, _ = await start(sessions, channel_id, key_id, T0 + 10 + GRACE - 0.5)
+    assert second.session_id == first.session_id
+    assert statuses(await flowing(sessions, channel_id, T0 + 41)) == ["live"]
+    await end(sessions, second, EndKind.CLEAN, T0 + 50, frames=60)
+    (row,) = await sessions_of(sessions, channel_id)
+    assert row.publishes == 2
+    assert row.video_frames == 150  # both publishes add up in one session
+
+
+async def test_grace_expiry_closes_the_session(sessions: Sessions) -> None:
+    channel_id, key_id = await channel(sessions)
+    first, _ = await start(sessions, channel_id, key_id, T0)
+    await flowing(sessions, channel_id, T0 + 1)
+    await end(sessions, first, EndKind.ABRUPT, T0 + 10)
+    assert await lifecycle.expire_grace(sessions, now=T0 + 10 + GRACE - 0.1) == []
+    expired = await lifecycle.expire_grace(sessions, now=T0 + 10 + GRACE)
+    assert statuses(expired) == ["offline"]
+    assert expired[0].reason == "grace expired"
+    (row,) = await sessions_of(sessions, channel_id)
+    assert row.end_reason == "grace expired"
+    later, _ = await start(sessions, channel_id, key_id, T0 + 100)
+    assert later.session_id != first.session_id
+
+
+async def test_a_stall_and_a_lost_node_wait_for_grace(sessions: Sessions) -> None:
+    a, key_a = await channel(sessions, "a")
+    b, key_b = await channel(sessions, "b")
+    for channel_id, key_id in ((a, key_a), (b, key_b)):
+        await start(sessions, channel_id, key_id, T0)
+        await flowing(sessions, channel_id, T0 + 1)
+    stalled = await lifecycle.media_stalled(
+        sessions, channel_id=a, now=T0 + 5, grace=GRACE, node="node-1"
+    )
+    assert statuses(stalled.status_events) == ["reconnecting"]
+    assert statuses(await flowing(sessions, a, T0 + 6)) == ["live"]  # it came back
+    lost = await lifecycle.node_lost(sessions, node="node-1", now=T0 + 20, default_grace=GRACE)
+    assert sorted(statuses(lost)) == ["reconnecting", "reconnecting"]
+    closed = await lifecycle.expire_grace(sessions, now=T0 + 20 + GRACE)
+    assert {event.reason for event in closed} == {"node lost"}
+    for channel_id in (a, b):
+        (row,) = await sessions_of(sessions, channel_id)
+        assert row.end_reason == "node lost"
+
+
+async def test_test_mode_is_never_live(sessions: Sessions) -> None:
+    by_key, key_1 = await channel(sessions, "by-key")
+    by_switch, key_2 = await channel(sessions, "by-switch")
+    async with sessions() as session:
+        await set_monitor_settings(session, channel_id=by_switch, test_mode=True)
+    await start(sessions, by_key, key_1, T0, test=True)
+    await start(sessions, by_switch, key_2, T0)
+    assert statuses(await flowing(sessions, by_key, T0 + 1)) == ["testing"]
+    assert statuses(await flowing(sessions, by_switch, T0 + 1)) == ["testing"]
+
+
+async def test_a_revoked_key_ends_the_session_at_once(sessions: Sessions) -> None:
+    channel_id, key_id = await channel(sessions)
+    started, _ = await start(sessions, channel_id, key_id, T0)
+    await flowing(sessions, channel_id, T0 + 1)
+    changes = await end(sessions, started, EndKind.REVOKED, T0 + 2)
+    assert statuses(changes) == ["offline"]
+    assert changes[0].reason == "key revoked"
+
+
+async def test_a_per_channel_grace_period(sessions: Sessions) -> None:
+    channel_id, key_id = await channel(sessions)
+    async with sessions() as session:
+        await set_monitor_settings(session, channel_id=channel_id, grace_seconds=5)
+    _, _, grace = await lifecycle.publish_started(
+        sessions,
+        event=PublishStarted(channel_id, key_id, "c1", None, "node-1"),
+        remote_address="",
+        fencing_token=1,
+        test=False,
+        default_grace=GRACE,
+        now=T0,
+    )
+    assert grace == 5.0
+
+
+async def test_a_deleted_channel_is_refused_cleanly(sessions: Sessions) -> None:
+    channel_id, key_id = await channel(sessions)
+    async with sessions() as session:
+        await delete_channel(session, channel_id=channel_id, actor=audit.Actor.cli())
+    with pytest.raises(ChannelNotFound):
+        await start(sessions, channel_id, key_id, T0)
+
+
+async def test_transitions_racing_a_channel_deletion_never_deadlock(sessions: Sessions) -> None:
+    """Everything locks the channel row first, as the deletion does (PostgreSQL)."""
+
+    async def attempt(step: Callable[[], Awaitable[object]]) -> None:
+        with contextlib.suppress(ChannelNotFound):
+            await step()
+
+    for round_ in range(10):
+        channel_id, key_id = await channel(sessions, f"c{round_}")
+        started, _ = await start(sessions, channel_id, key_id, T0)
+
+        async def delete(channel_id: int = channel_id) -> None:
+            async with sessions() as session:
+                await delete_channel(session, channel_id=channel_id, actor=audit.Actor.cli())
+
+        await asyncio.wait_for(
+            asyncio.gather(
+                delete(),
+                attempt(lambda s=started: end(sessions, s, EndKind.ABRUPT, T0 + 1)),
+                attempt(lambda c=channel_id: flowing(sessions, c, T0 + 1)),
+                attempt(
+                    lambda: lifecycle.node_lost(
+                        sessions, node="node-1", now=T0 + 2, default_grace=GRACE
+                    )
+                ),
+                attempt(lambda: lifecycle.expire_grace(sessions, now=T0 + 100)),
+            ),
+            timeout=20,
+        )
+        assert await sessions_of(sessions, channel_id) == []
