@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     # Monitor: status and health.
     grace_period: float = Field(30.0, ge=0, le=3600)  # reconnect into the same session
     max_keyframe_interval: float = Field(4.0, gt=0, le=60)
+    max_fps_spread: float = Field(0.2, gt=0, le=1)  # (max - min) / max of 1 s frame rates
+    no_audio_after: float = Field(5.0, ge=0, le=3600)  # 0: audio is optional
+    no_video_after: float = Field(5.0, ge=0, le=3600)  # 0: video is optional
+    falling_behind_drift: float = Field(2.0, gt=0, le=600)  # seconds behind real time
     allowed_video_codecs: Annotated[list[str], NoDecode] = Field(default_factory=list)
     allowed_audio_codecs: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
@@ -134,6 +138,10 @@ class Settings(BaseSettings):
         return dataclasses.replace(
             defaults,
             max_keyframe_interval=self.max_keyframe_interval,
+            max_fps_spread=self.max_fps_spread,
+            no_audio_after=self.no_audio_after or None,
+            no_video_after=self.no_video_after or None,
+            falling_behind_drift=self.falling_behind_drift,
             allowed_video_codecs=frozenset(self.allowed_video_codecs)
             or defaults.allowed_video_codecs,
             allowed_audio_codecs=frozenset(self.allowed_audio_codecs)

@@ -17,6 +17,7 @@ class AuditAction(StrEnum):
     CHANNEL_CREATED = "channel.created"
     CHANNEL_DELETED = "channel.deleted"
     CHANNEL_MAPPED = "channel.mapped"
+    CHANNEL_SETTINGS_CHANGED = "channel.settings_changed"
     KEY_CREATED = "key.created"
     KEY_REVEALED = "key.revealed"
     KEY_RESET = "key.reset"

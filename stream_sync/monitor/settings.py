@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from .. import audit
 from ..db.models import Channel
 
 _UNSET: Any = object()
@@ -27,10 +28,11 @@ async def set_monitor_settings(
     session: AsyncSession,
     *,
     channel_id: int,
+    actor: audit.Actor,
     grace_seconds: int | None = _UNSET,
     test_mode: bool | None = _UNSET,
 ) -> None:
-    """Change what was given; the next session of the channel uses it. Commits."""
+    """Change what was given, with its audit row; the next session uses it. Commits."""
     values: dict[str, Any] = {}
     if grace_seconds is not _UNSET:
         values["grace_seconds"] = grace_seconds
@@ -40,3 +42,10 @@ async def set_monitor_settings(
         return
     async with session.begin():
         await session.execute(update(Channel).where(Channel.id == channel_id).values(**values))
+        audit.add_entry(
+            session,
+            action=audit.AuditAction.CHANNEL_SETTINGS_CHANGED,
+            actor=actor,
+            channel_id=channel_id,
+            details=values,
+        )

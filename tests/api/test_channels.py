@@ -231,3 +231,6 @@ async def test_channel_settings_grace_and_test_mode(api: Api) -> None:
     assert (changed.json()["grace_seconds"], changed.json()["test_mode"]) == (5, True)
     refused = await admin.patch(f"/api/channels/{channel['id']}", json={"grace_seconds": -1})
     assert refused.status_code == 422
+    audit = (await admin.get(f"/api/channels/{channel['id']}/audit")).json()
+    changes = [row for row in audit if row["action"] == "channel.settings_changed"]
+    assert [row["details"] for row in changes] == [{"grace_seconds": 5, "test_mode": True}]

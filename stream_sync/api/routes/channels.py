@@ -120,7 +120,7 @@ async def update_channel(
     """The owner's switches: grace period and test mode (a test stream is never "live")."""
     changes = body.model_dump(exclude_unset=True)
     async with context.sessions() as session:
-        await set_monitor_settings(session, channel_id=channel.id, **changes)
+        await set_monitor_settings(session, channel_id=channel.id, actor=principal.actor, **changes)
     return ChannelOut(**await _channel_out(context, channel))
 
 

@@ -159,7 +159,9 @@ async def test_test_mode_is_never_live(sessions: Sessions) -> None:
     by_key, key_1 = await channel(sessions, "by-key")
     by_switch, key_2 = await channel(sessions, "by-switch")
     async with sessions() as session:
-        await set_monitor_settings(session, channel_id=by_switch, test_mode=True)
+        await set_monitor_settings(
+            session, channel_id=by_switch, actor=audit.Actor.cli(), test_mode=True
+        )
     await start(sessions, by_key, key_1, T0, test=True)
     await start(sessions, by_switch, key_2, T0)
     assert statuses(await flowing(sessions, by_key, T0 + 1)) == ["testing"]
@@ -178,7 +180,9 @@ async def test_a_revoked_key_ends_the_session_at_once(sessions: Sessions) -> Non
 async def test_a_per_channel_grace_period(sessions: Sessions) -> None:
     channel_id, key_id = await channel(sessions)
     async with sessions() as session:
-        await set_monitor_settings(session, channel_id=channel_id, grace_seconds=5)
+        await set_monitor_settings(
+            session, channel_id=channel_id, actor=audit.Actor.cli(), grace_seconds=5
+        )
     _, _, grace = await lifecycle.publish_started(
         sessions,
         event=PublishStarted(channel_id, key_id, "c1", None, "node-1"),
