@@ -69,6 +69,7 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         self.grace = 30.0
         self.media_live = False  # the status machine was told media flows
         self.media_seen = 0  # media messages at the last media check
+        self.awaiting_media = False  # accepted, no media yet: checked on every read
         self.media_at = 0.0  # wall-clock time media last advanced
         self.health: dict[str, Any] = {}
         self.health_seen: set[str] = set()
@@ -99,6 +100,12 @@ class RtmpProtocol(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         if not self._drive(self.conn.buffer_updated, nbytes, self.server.loop.time()):
             return
+        if self.awaiting_media:  # Live the moment media arrives, not at the next sweep
+            counters = self.conn.counters
+            seen = counters.video_messages + counters.audio_messages
+            if seen:
+                self.awaiting_media = False
+                self.server.media_arrived(self, seen, time.time())
         if not self._reading_paused and not self.conn.get_buffer() and self.transport is not None:
             self.transport.pause_reading()  # full while the application decides
             self._reading_paused = True
@@ -274,6 +281,7 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         self.session_id = started.session_id
         await server.publish_event(started)
         await server.announce(status, decision.channel_name)
+        self.awaiting_media = True
         if not self._drive(conn.accept_publish, event.stream_id):
             return
         if self._reading_paused and self.transport is not None:
@@ -364,8 +372,8 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         await server.publish_event(ended)
         await server.announce(status, grant.channel_name)
 
-    def summary(self) -> Summary:
-        """This publish, as the session history keeps it."""
+    def summary(self, *, running: bool = False) -> Summary:
+        """This publish, as the session history keeps it (``running``: still publishing)."""
         meter = self.meter
         if meter is None:
             return Summary()
@@ -378,6 +386,7 @@ class RtmpProtocol(asyncio.BufferedProtocol):
             fps=round(snapshot.fps, 2) if snapshot.fps else None,
             peak_kbps=snapshot.peak_total_kbps_5s,
             health_issues=tuple(sorted(self.health_seen)),
+            running_bytes=self.conn.counters.media_bytes if running else 0,
         )
 
 

@@ -186,13 +186,17 @@ class IngestServer:
             counters = proto.conn.counters
             seen = counters.video_messages + counters.audio_messages
             if seen != proto.media_seen:
-                proto.media_seen, proto.media_at = seen, now
-                if not proto.media_live:
-                    proto.media_live = True
-                    self.spawn(self._media_changed(proto, grant.channel_id, flowing=True))
+                self.media_arrived(proto, seen, now)
             elif proto.media_live and now - proto.media_at >= self.upkeep.stall_after:
                 proto.media_live = False
                 self.spawn(self._media_changed(proto, grant.channel_id, flowing=False))
+
+    def media_arrived(self, proto: RtmpProtocol, seen: int, now: float) -> None:
+        """Media moved on; the first after a publish or a stall tells the status machine."""
+        proto.media_seen, proto.media_at = seen, now
+        if not proto.media_live and proto.grant is not None and self.recorder is not None:
+            proto.media_live = True
+            self.spawn(self._media_changed(proto, proto.grant.channel_id, flowing=True))
 
     async def _media_changed(self, proto: RtmpProtocol, channel_id: int, *, flowing: bool) -> None:
         if self.recorder is None:
@@ -226,7 +230,7 @@ class IngestServer:
             return
         for proto in list(self.publishers.values()):
             if proto.session_id is not None:
-                await self.recorder.summary(proto.session_id, proto.summary())
+                await self.recorder.summary(proto.session_id, proto.summary(running=True))
 
     async def _renew_leases(self) -> None:
         """Renew the lease of every publisher whose media flowed since the last renewal.

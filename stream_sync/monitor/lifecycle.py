@@ -41,6 +41,9 @@ class Summary:
     fps: float | None = None
     peak_kbps: float | None = None
     health_issues: tuple[str, ...] = ()
+    # Media bytes of a publish still running, not yet added to the row (which counts
+    # ended publishes): the live session's average bitrate includes them.
+    running_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +305,8 @@ def _fold(row: PublishSession, summary: Summary, now: float) -> None:
     row.health_issues = sorted(seen)
     duration = now - _epoch(row.started_at)
     if duration > 0:
-        row.avg_kbps = round(row.media_bytes * 8 / 1000 / duration, 1)
+        media_bytes = row.media_bytes + summary.running_bytes
+        row.avg_kbps = round(media_bytes * 8 / 1000 / duration, 1)
     row.last_update_at = _moment(now)
 
 

@@ -233,3 +233,20 @@ async def test_transitions_racing_a_channel_deletion_never_deadlock(sessions: Se
             timeout=20,
         )
         assert await sessions_of(sessions, channel_id) == []
+
+
+async def test_a_live_sessions_average_counts_the_running_publish(sessions: Sessions) -> None:
+    channel_id, key_id = await channel(sessions)
+    started, _ = await start(sessions, channel_id, key_id, T0)
+    assert started.session_id is not None
+    await flowing(sessions, channel_id, T0 + 1)
+    running = lifecycle.Summary(peak_kbps=1200.0, running_bytes=1_250_000)
+    await lifecycle.update_summary(
+        sessions, session_id=started.session_id, summary=running, now=T0 + 10
+    )
+    (live,) = await sessions_of(sessions, channel_id)
+    assert live.avg_kbps == 1000.0  # 1.25 MB in 10 s, though no publish has ended yet
+    await end(sessions, started, EndKind.CLEAN, T0 + 20)  # the publish's 1 MB lands in the row
+    (ended,) = await sessions_of(sessions, channel_id)
+    assert ended.avg_kbps == 400.0
+    assert ended.peak_kbps == 2600.0
