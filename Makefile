@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test lint typecheck unit install install-dev lock clean
+.PHONY: run test lint typecheck unit screenshots install install-dev lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ unit: $(VENV)/.dev
 
 test: lint typecheck
 	$(BIN)/pytest
+
+# Retake the README's screenshots (real server, FFmpeg and headless Chromium).
+screenshots: $(VENV)/.dev
+	STREAM_SYNC_SCREENSHOTS=docs/screenshots $(BIN)/pytest -q tests/e2e/test_screenshots.py
 
 # Re-pin every dependency (needs pip-tools in the venv: make install-dev && .venv/bin/pip install pip-tools).
 lock:

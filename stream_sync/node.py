@@ -92,6 +92,9 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
         await engine.dispose()
 
 
+WS_MAX_MESSAGE = 4096  # dashboards send nothing; anything bigger closes the socket
+
+
 class _EmbeddedUvicorn(uvicorn.Server):
     """uvicorn inside our event loop: the node owns the signals, not uvicorn."""
 
@@ -253,7 +256,14 @@ class Node:
             nodes=self._registered_nodes,
         )
         config = uvicorn.Config(
-            create_app(context), log_config=None, access_log=False, lifespan="off"
+            create_app(context),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            ws="websockets-sansio",
+            ws_max_size=WS_MAX_MESSAGE,
+            ws_ping_interval=20.0,  # a dashboard on a dead network is noticed and dropped
+            ws_ping_timeout=20.0,
         )
         self._http = _EmbeddedUvicorn(config)
         self._http_task = asyncio.get_running_loop().create_task(self._http.serve([sock]))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
+from ..web import pages
 from . import errors
 from .context import ApiContext
-from .routes import admin, auth, channels, health
+from .routes import admin, auth, channels, health, watch
 
 
 def create_app(context: ApiContext) -> FastAPI:
@@ -21,8 +23,9 @@ def create_app(context: ApiContext) -> FastAPI:
     )
     app.state.context = context
     errors.install(app)
-    for module in (health, auth, channels, admin):
+    for module in (health, auth, channels, admin, watch, pages):
         app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     app.add_middleware(BodyLimit, limit=context.settings.max_request_size)
     return app
 

@@ -13,6 +13,7 @@ from ..credentials.server_secrets import ServerSecrets
 from ..operations import ControlPlane
 from ..settings import Settings
 from ..state.interfaces import NodeInfo
+from .watch import ChannelWatchers
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,7 @@ class LiveStream:
 
 class LiveView(Protocol):
     refusals: dict[str, int]  # refused publishes by reason, as heard on the bus
+    watchers: ChannelWatchers  # open dashboards, fed from the bus
 
     def live_streams(self) -> dict[int, LiveStream]:
         """Live publishers by channel id."""

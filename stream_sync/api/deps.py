@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from starlette.requests import HTTPConnection
 
 from ..accounts import api_tokens, web_sessions
 from ..accounts.users import UserInfo
@@ -33,12 +34,16 @@ Context = Annotated[ApiContext, Depends(get_context)]
 
 
 def client_address(request: Request, context: Context) -> str:
+    return connection_address(request, context)
+
+
+def connection_address(connection: HTTPConnection, context: ApiContext) -> str:
     """The socket's peer, or the X-Forwarded-For client when the peer is a trusted proxy.
 
     Walks X-Forwarded-For from the right, skipping trusted proxies, so a client
     cannot choose its address by sending the header itself.
     """
-    peer = request.client.host if request.client else "unknown"
+    peer = connection.client.host if connection.client else "unknown"
     networks = [ipaddress.ip_network(n, strict=False) for n in context.settings.trusted_proxies]
 
     def trusted(address: str) -> bool:
@@ -50,7 +55,7 @@ def client_address(request: Request, context: Context) -> str:
 
     if not trusted(peer):
         return peer
-    forwarded = request.headers.get("x-forwarded-for", "")
+    forwarded = connection.headers.get("x-forwarded-for", "")
     hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
     for hop in reversed(hops):
         if not trusted(hop):
@@ -94,15 +99,28 @@ async def current_principal(request: Request, context: Context, address: Address
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         raise Unauthenticated("sign in first")
-    async with context.sessions() as session:
-        info = await web_sessions.resolve_session(session, token=cookie)
-    if info is None:
+    principal = await cookie_principal(context, cookie, address)
+    if principal is None:
         raise Unauthenticated("your session has ended; sign in again")
     if request.method not in _SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
-        if not hmac.compare_digest(sent.encode(), info.csrf_token.encode()):
+        if not hmac.compare_digest(sent.encode(), (principal.csrf_token or "").encode()):
             raise CsrfFailed(f"missing or wrong {CSRF_HEADER} header")
+    return principal
+
+
+async def cookie_principal(context: ApiContext, cookie: str, address: str) -> Principal | None:
+    """The browser session behind a cookie (pages and WebSockets use it too), or None."""
+    async with context.sessions() as session:
+        info = await web_sessions.resolve_session(session, token=cookie)
+    if info is None:
+        return None
     return Principal(info.user, address, cookie, info.csrf_token)
+
+
+def may_see(principal: Principal, channel: credentials.ChannelInfo) -> bool:
+    """Admins see every channel, others their own; the rest answer 404, not 403."""
+    return principal.is_admin or channel.owner_id == principal.user.id
 
 
 CurrentUser = Annotated[Principal, Depends(current_principal)]
@@ -126,7 +144,7 @@ async def visible_channel(
             channel = await credentials.find_channel(session, channel_ref)
         except credentials.ChannelNotFound:
             raise NotFound("no such channel") from None
-    if not principal.is_admin and channel.owner_id != principal.user.id:
+    if not may_see(principal, channel):
         raise NotFound("no such channel")
     return channel
 

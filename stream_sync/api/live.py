@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from ..state.interfaces import EventBus, PublishEnded, PublishRefused, PublishStarted, StreamStats
 from .context import LiveStream
+from .watch import ChannelWatchers
 
 log = logging.getLogger("stream_sync.api")
 
@@ -27,6 +28,7 @@ class BusLiveView:
         self._started: dict[int, float] = {}
         self._task: asyncio.Task[None] | None = None
         self.refusals: dict[str, int] = {}  # by reason, since this process started
+        self.watchers = ChannelWatchers()  # open dashboards, by channel
 
     def seed(self, open_sessions: list[tuple[int, str, int, float]]) -> None:
         """Open sessions from the database: (channel id, key id, session id, started epoch)."""
@@ -86,6 +88,11 @@ class BusLiveView:
             if current is not None and current.connection == event.connection_id:
                 del self._streams[event.channel_id]
                 self._started.pop(event.channel_id, None)
+        if isinstance(event, StreamStats):
+            stream = self._streams.get(event.channel_id)
+            self.watchers.dispatch(event, stream.as_dict() if stream else None)
+        else:
+            self.watchers.dispatch(event)
 
     def live_streams(self) -> dict[int, LiveStream]:
         return dict(self._streams)

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from stream_sync.db.models import PublishSession
+from stream_sync.db.models import Channel, PublishSession
 
 MAX_PAGE = 500
 
@@ -75,6 +75,23 @@ async def open_session(session: AsyncSession, *, channel_id: int) -> SessionView
     async with session.begin():
         row = (await session.execute(query)).one_or_none()
     return None if row is None else _view(row)
+
+
+async def current_status(
+    session: AsyncSession, *, channel_id: int
+) -> tuple[SessionView | None, int]:
+    """The open session and the channel's last event seq, read together.
+
+    A dashboard starts from this and then applies only status events of a higher
+    seq, so an event that raced the read is neither lost nor applied twice.
+    """
+    query = select(PublishSession.__table__).where(
+        PublishSession.channel_id == channel_id, PublishSession.ended_at.is_(None)
+    )
+    async with session.begin():
+        row = (await session.execute(query)).one_or_none()
+        seq = await session.scalar(select(Channel.event_seq).where(Channel.id == channel_id))
+    return (None if row is None else _view(row)), int(seq or 0)
 
 
 async def open_sessions(session: AsyncSession) -> list[SessionView]:

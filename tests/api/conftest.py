@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from stream_sync.accounts.throttle import LoginThrottle
 from stream_sync.api.app import create_app
 from stream_sync.api.context import ApiContext, LiveStream
+from stream_sync.api.watch import ChannelWatchers
 from stream_sync.audit import Actor
 from stream_sync.credentials.server_secrets import ServerSecrets
 from stream_sync.db import session_factory
@@ -42,6 +43,7 @@ class StaticLiveView:
 
     streams: dict[int, LiveStream] = field(default_factory=dict)
     refusals: dict[str, int] = field(default_factory=dict)
+    watchers: ChannelWatchers = field(default_factory=ChannelWatchers)
 
     def live_streams(self) -> dict[int, LiveStream]:
         return self.streams

@@ -1,0 +1,1 @@
+"""The influencer dashboard: pages, scripts and styles served by the API process."""
