@@ -52,7 +52,7 @@ def gstreamer(element: str) -> str:
     path = shutil.which("gst-launch-1.0")
     inspect = shutil.which("gst-inspect-1.0")
     found = path is not None and inspect is not None
-    if found:
+    if inspect is not None and found:
         probe = subprocess.run([inspect, element], capture_output=True, check=False)
         found = probe.returncode == 0
     require(found, f"GStreamer with the {element} element")
