@@ -11,7 +11,10 @@ ARGS   ?=
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.runtime: $(BIN)/python pyproject.toml requirements.lock
+# The hot path is compiled at install (setup.py): a changed source is rebuilt.
+HOT_PATH := stream_sync/rtmp/chunk.py stream_sync/rtmp/counters.py stream_sync/rtmp/flv.py
+
+$(VENV)/.runtime: $(BIN)/python pyproject.toml requirements.lock setup.py $(HOT_PATH)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e .
 	touch $@
 

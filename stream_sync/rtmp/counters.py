@@ -14,23 +14,26 @@ from __future__ import annotations
 TIMESTAMP_JUMP_MS = 5000
 
 
+FIELDS = (
+    "audio_bytes",
+    "audio_frames",
+    "audio_messages",
+    "ignored_messages",
+    "keyframes",
+    "last_audio_ts",
+    "last_keyframe_ts",
+    "last_video_ts",
+    "malformed_messages",
+    "timestamp_jumps",
+    "timestamp_regressions",
+    "video_bytes",
+    "video_frames",
+    "video_messages",
+)
+
+
 class MediaCounters:
-    __slots__ = (
-        "audio_bytes",
-        "audio_frames",
-        "audio_messages",
-        "ignored_messages",
-        "keyframes",
-        "last_audio_ts",
-        "last_keyframe_ts",
-        "last_video_ts",
-        "malformed_messages",
-        "timestamp_jumps",
-        "timestamp_regressions",
-        "video_bytes",
-        "video_frames",
-        "video_messages",
-    )
+    __slots__ = FIELDS  # a name, not a literal: compiled (mypyc) classes have no __slots__
 
     def __init__(self) -> None:
         self.video_messages = 0
@@ -53,7 +56,7 @@ class MediaCounters:
         return self.video_bytes + self.audio_bytes
 
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {name: getattr(self, name) for name in FIELDS}
 
     def count_video_frame(self, timestamp: int, keyframe: bool) -> None:
         """The slow-path twin of the reader's inline fast path (enhanced and multitrack)."""
