@@ -41,8 +41,11 @@ from .monitor import history
 from .node import ALL_ROLES, Node, Role, Store, open_store
 from .operations import ControlPlane
 from .servers import service as servers
-from .settings import Settings, SettingsError, load_settings
+from .settings import MAX_WORKERS, Settings, SettingsError, load_settings
 from .state.engines import open_state
+from .workers import worker_node_id
+from .workers.link import SupervisorLink, settings_from_supervisor
+from .workers.supervisor import WorkerStartError
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -62,7 +65,13 @@ def _fail_cleanly(func: Callable[P, None]) -> Callable[P, None]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
         try:
             func(*args, **kwargs)
-        except (CommandError, SettingsError, DomainError, admin.AdminError) as exc:
+        except (
+            CommandError,
+            SettingsError,
+            DomainError,
+            admin.AdminError,
+            WorkerStartError,
+        ) as exc:
             click.echo(f"stream-sync: {exc}", err=True)
             sys.exit(1)
 
@@ -129,6 +138,16 @@ def main() -> None:
 # serve ------------------------------------------------------------------------------------
 
 
+def _workers_option(func: Callable[P, None]) -> Callable[P, None]:
+    return click.option(
+        "--workers",
+        type=int,
+        default=None,
+        help="Ingest processes sharing the RTMP port [STREAM_SYNC_WORKERS; 1, or one per "
+        "core with Redis].",
+    )(func)
+
+
 @main.command()
 @store_options
 @click.option("--host", default=None, help="Address to listen on [STREAM_SYNC_HOST; 127.0.0.1].")
@@ -139,14 +158,21 @@ def main() -> None:
 )
 @click.option("--server-name", default=None, help="This node's ingest server name [host name].")
 @click.option("--log-level", default=None, help="debug, info, warning or error [info].")
+@_workers_option
 @_fail_cleanly
 def serve(**options: Any) -> None:
-    """Run ingest, API and state in one process (SQLite and in-process state)."""
+    """Run ingest, API and state in one process (SQLite and in-process state).
+
+    With --workers N (needs Redis) N ingest processes share the RTMP port and this
+    one runs the API and the monitor and restarts workers that die.
+    """
     _start(ALL_ROLES, options)
 
 
 def _start(roles: frozenset[Role], options: dict[str, Any]) -> None:
-    settings = load_settings(**options)
+    worker_index: int | None = options.pop("worker_index", None)
+    # A worker runs exactly what its supervisor resolved; everyone else reads options.
+    settings = settings_from_supervisor() if worker_index else load_settings(**options)
     settings.rtmp_config()  # validates the combination before anything starts
     if roles != ALL_ROLES and settings.redis_url is None:
         raise CommandError(
@@ -154,8 +180,10 @@ def _start(roles: frozenset[Role], options: dict[str, Any]) -> None:
             "STREAM_SYNC_REDIS_URL (and STREAM_SYNC_DATABASE_URL); for one process use "
             "`stream-sync serve`"
         )
-    logs.configure(settings.log_level)
-    _run(_serve(settings, roles))
+    workers = settings.worker_count() if Role.INGEST in roles else 1
+    tag = worker_node_id(settings.server_name, worker_index) if worker_index else None
+    logs.configure(settings.log_level, tag=tag)
+    _run(_serve(settings, roles, workers, worker_index))
 
 
 def _role_options(func: Callable[P, None]) -> Callable[P, None]:
@@ -178,10 +206,18 @@ def _role_options(func: Callable[P, None]) -> Callable[P, None]:
 @click.option("--rtmp-port", type=int, default=None, help="RTMP port [1935].")
 @click.option("--public-url", default=None, help="This node's URL for encoders.")
 @click.option("--capacity", type=int, default=None, help="Publishers this node takes [1000].")
+@_workers_option
+@click.option("--worker-index", type=click.IntRange(1, MAX_WORKERS), default=None, hidden=True)
 @click.pass_context
 @_fail_cleanly
 def ingest(context: click.Context, /, **options: Any) -> None:
-    """Run an ingest node of a cluster (needs Redis); or a subcommand."""
+    """Run an ingest node of a cluster (needs Redis); or a subcommand.
+
+    With --workers N, N processes share the RTMP port (one per core by default) and
+    this one restarts those that die.
+    \f
+    The supervisor starts each worker as `ingest --worker-index i` (a hidden option).
+    """
     if context.invoked_subcommand is None:
         _start(frozenset({Role.INGEST}), options)
 
@@ -227,13 +263,18 @@ def monitor_role(**options: Any) -> None:
     _start(frozenset({Role.MONITOR}), options)
 
 
-async def _serve(settings: Settings, roles: frozenset[Role]) -> None:
+async def _serve(
+    settings: Settings, roles: frozenset[Role], workers: int, worker_index: int | None
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    link = SupervisorLink(on_lost=stop.set) if worker_index else None
+    if link is not None:
+        link.start()  # alive from the first moment: the supervisor watches the start too
     async with open_store(settings) as store:
-        node = Node(settings, store, roles)
+        node = Node(settings, store, roles, ingest_workers=workers, worker_index=worker_index)
         try:
             await node.start()
         except AlreadyRunningError as exc:
@@ -242,10 +283,18 @@ async def _serve(settings: Settings, roles: frozenset[Role]) -> None:
         except OSError as exc:
             await node.stop()
             raise CommandError(_listen_error(settings, exc)) from None
+        except WorkerStartError:
+            await node.stop()
+            raise
+        if link is not None:
+            link.ready()
         try:
             await stop.wait()
-            click.echo("stream-sync: shutting down", err=True)
+            if link is None:
+                click.echo("stream-sync: shutting down", err=True)
         finally:
+            if link is not None:
+                link.close()
             await node.stop()
 
 

@@ -39,9 +39,17 @@ class _UtcFormatter(logging.Formatter):
         return f"{stamp}.{int(record.msecs):03d}Z"
 
 
-def configure(level: str = "info") -> None:
+def configure(level: str = "info", *, tag: str | None = None) -> None:
+    """Log lines to stderr; `tag` (a worker's node id) marks every line of this process.
+
+    Ingest workers share their supervisor's stderr, so each of their lines says whose
+    it is: `... INFO  [edge-w2] stream_sync.ingest: conn=c7 ...`.
+    """
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_UtcFormatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s"))
+    origin = f"[{tag}] " if tag else ""
+    handler.setFormatter(
+        _UtcFormatter(f"%(asctime)s %(levelname)-5s {origin}%(name)s: %(message)s")
+    )
     handler.addFilter(RedactKeys())
     root = logging.getLogger()
     for old in list(root.handlers):

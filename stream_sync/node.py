@@ -3,6 +3,16 @@
 `serve` runs all three in one process with embedded defaults (SQLite, in-process
 state). In a cluster each role runs as its own process (`stream-sync ingest`, `api`,
 `monitor`), all pointed at one database and one Redis; the same code either way.
+
+With `--workers N` (N > 1) the ingest role is carried by N worker processes
+(stream_sync/workers/): the node the operator started supervises them and runs the
+other roles; each worker is a Node of its own with the ingest role only. Two names
+follow from that. The server name (`settings.server_name`, `Node.server_name`) is
+what channels are mapped to, what `ingest drain` and the ingest-servers catalog use,
+and whose URL encoders get. The node id (`Node.name`) identifies one ingest process
+in the registry, in leases and in session rows: the server name itself for a single
+process, `<server-name>-w<i>` for worker i, so a dead worker's channels are handed
+over by the node-lost logic like any dead node's.
 """
 
 from __future__ import annotations
@@ -10,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
@@ -48,6 +60,10 @@ from .state.codec import decode_event
 from .state.engines import StateEngines, open_state
 from .state.errors import StateUnavailable
 from .state.interfaces import BusEvent, NodeInfo
+from .workers import worker_node_id
+from .workers.link import worker_environment
+from .workers.port import PortReservation
+from .workers.supervisor import Supervisor
 
 log = logging.getLogger("stream_sync")
 RETENTION_INTERVAL = 6 * 3600.0
@@ -104,12 +120,40 @@ class _EmbeddedUvicorn(uvicorn.Server):
 
 
 class Node:
+    """One process's share of the roles.
+
+    `ingest_workers` > 1 with no `worker_index`: this process supervises that many
+    ingest workers instead of running ingest itself. `worker_index` i: this process
+    is worker i of `ingest_workers` (ingest role only, no admin socket, SO_REUSEPORT).
+    """
+
     def __init__(
-        self, settings: Settings, store: Store, roles: frozenset[Role] = ALL_ROLES
+        self,
+        settings: Settings,
+        store: Store,
+        roles: frozenset[Role] = ALL_ROLES,
+        *,
+        ingest_workers: int = 1,
+        worker_index: int | None = None,
     ) -> None:
+        if worker_index is not None and (
+            roles != {Role.INGEST} or not 1 <= worker_index <= ingest_workers
+        ):
+            raise ValueError("a worker runs the ingest role only, as one of ingest_workers")
         self.settings = settings
         self.store = store
         self.roles = roles
+        self.ingest_workers = ingest_workers
+        self.worker_index = worker_index
+        self.server_name = settings.server_name
+        self._node_id = (
+            self.server_name
+            if worker_index is None
+            else worker_node_id(self.server_name, worker_index)
+        )
+        # A server's capacity is shared by its workers (rounded up: never below one each).
+        self.capacity = math.ceil(settings.capacity / ingest_workers)
+        self.capacity_mbps = settings.capacity_mbps / ingest_workers
         self.sessions = store.sessions
         self.state: StateEngines = open_state(
             store.sessions,
@@ -134,6 +178,8 @@ class Node:
         self.rtmp_port = 0
         self.http_port = 0
         self._ingest: RtmpIngest | None = None
+        self._workers: Supervisor | None = None  # when this process supervises workers
+        self._port: PortReservation | None = None  # the RTMP port the workers share
         self._admin: AdminServer | None = None
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
@@ -142,7 +188,12 @@ class Node:
 
     @property
     def name(self) -> str:
-        return self.settings.server_name
+        """The node id: this ingest process in the registry, leases and sessions."""
+        return self._node_id
+
+    @property
+    def supervises_workers(self) -> bool:
+        return Role.INGEST in self.roles and self.worker_index is None and self.ingest_workers > 1
 
     @property
     def ingest(self) -> RtmpIngest:
@@ -161,17 +212,20 @@ class Node:
 
     async def start(self) -> None:
         settings = self.settings
-        self._admin = AdminServer(
-            settings.data_dir,
-            {
-                "info": self._op_info,
-                "streams.list": self._op_streams,
-                "bus.publish": self._op_bus,
-                "stats": self._op_stats,
-            },
-        )
-        await self._admin.start()
-        if Role.INGEST in self.roles:
+        if self.worker_index is None:  # a worker's supervisor holds the data folder
+            self._admin = AdminServer(
+                settings.data_dir,
+                {
+                    "info": self._op_info,
+                    "streams.list": self._op_streams,
+                    "bus.publish": self._op_bus,
+                    "stats": self._op_stats,
+                },
+            )
+            await self._admin.start()
+        if self.supervises_workers:
+            await self._start_workers()
+        elif Role.INGEST in self.roles:
             await self._start_ingest()
         if Role.API in self.roles:
             await self._seed_live_view()
@@ -189,21 +243,46 @@ class Node:
             self._background(self._expire_grace())
             self._background(self._retention())
         log.info(
-            "roles %s, state %s, data folder %s, server name %s",
+            "roles %s, state %s, data folder %s, server name %s%s",
             ",".join(sorted(self.roles)),
             "redis" if self.state.shared else "in-process",
             settings.data_dir,
-            self.name,
+            self.server_name,
+            f", node {self.name}" if self.name != self.server_name else "",
         )
         await self._first_start_hints()
 
-    async def _start_ingest(self) -> None:
-        settings = self.settings
+    async def _hand_over_previous_run(self) -> None:
         left = await self._close_node_sessions(self.name)
         if left:
             log.info("%d sessions left open by a previous run now wait for their owners", len(left))
             for event in left:
                 await self._publish(event)
+
+    async def _start_workers(self) -> None:
+        """Reserve the RTMP port, then start the workers and wait until each listens."""
+        settings = self.settings
+        self._port = PortReservation.take(settings.host, settings.rtmp_port)
+        self.rtmp_port = self._port.port
+        await self._hand_over_previous_run()  # streams of a single-process run of this server
+        worker_settings = settings.model_copy(
+            update={"rtmp_port": self.rtmp_port, "workers": self.ingest_workers}
+        )
+        self._workers = Supervisor(
+            count=self.ingest_workers,
+            command=lambda i: [
+                sys.executable, "-m", "stream_sync", "ingest", "--worker-index", str(i)
+            ],
+            name=lambda i: worker_node_id(self.server_name, i),
+            env=worker_environment(worker_settings),
+            stop_timeout=settings.shutdown_grace + 10.0,
+        )  # fmt: skip
+        await self._workers.start()
+        log.info("%d ingest workers share %s", self.ingest_workers, self.rtmp_url)
+
+    async def _start_ingest(self) -> None:
+        settings = self.settings
+        await self._hand_over_previous_run()
         admission = KeyAdmission(
             checker=self.checker,
             locks=self.state.locks,
@@ -219,6 +298,7 @@ class Node:
             admission=admission,
             bus=self.bus,
             node_name=self.name,
+            server_name=self.server_name,
             locks=self.state.locks,
             checker=self.checker,
             recorder=DatabaseRecorder(
@@ -228,7 +308,9 @@ class Node:
             upkeep=Upkeep(stall_after=settings.stale_after, health=settings.health_thresholds()),
             admission_timeout=settings.admission_timeout,
         )
-        self.rtmp_port = await self._ingest.start(settings.host, settings.rtmp_port)
+        self.rtmp_port = await self._ingest.start(
+            settings.host, settings.rtmp_port, reuse_port=self.worker_index is not None
+        )
         self._background(self.refusals.run())
         self._background(self._heartbeat())
         log.info("RTMP ingest listening on %s", self.rtmp_url)
@@ -270,6 +352,10 @@ class Node:
         log.info("HTTP listening on http://%s:%d", self.settings.host, self.http_port)
 
     async def stop(self) -> None:
+        if self._workers is not None:
+            await self._workers.stop()  # first: their publishers end while the rest runs
+        if self._port is not None:
+            self._port.close()
         if self._ingest is not None:
             await self._ingest.shutdown(self.settings.shutdown_grace)
             with contextlib.suppress(StateUnavailable):
@@ -324,11 +410,12 @@ class Node:
         return NodeInfo(
             node_id=self.name,
             rtmp_url=self.rtmp_url,
-            capacity=self.settings.capacity,
-            capacity_mbps=self.settings.capacity_mbps,
+            capacity=self.capacity,
+            capacity_mbps=self.capacity_mbps,
             publishers=len(self.ingest.publishers),
             mbps=round(self._mbps, 3),
             draining=self.ingest.draining,
+            server=self.server_name,
         )
 
     async def _retention(self) -> None:
@@ -405,26 +492,30 @@ class Node:
 
     def has_room(self) -> bool:
         ingest = self.ingest
-        if ingest.draining or len(ingest.publishers) >= self.settings.capacity:
+        if ingest.draining or len(ingest.publishers) >= self.capacity:
             return False
-        return not self.settings.capacity_mbps or self._mbps < self.settings.capacity_mbps
+        return not self.capacity_mbps or self._mbps < self.capacity_mbps
 
     async def elsewhere(self, channel_id: int | None) -> str | None:
+        """Another server's URL, never a sibling worker's: they share this server's URL."""
         try:
             nodes = await self.state.registry.nodes()
         except StateUnavailable:
             return None
-        candidates = [node for node in nodes if node.node_id != self.name and node.has_room]
+        candidates = [
+            node for node in nodes if node.server_name != self.server_name and node.has_room
+        ]
         if not candidates:
             return None
         mapped = await self._mapped_server(channel_id) if channel_id is not None else None
-        preferred = [node for node in candidates if mapped and node.node_id == mapped[0]]
+        preferred = [node for node in candidates if mapped and node.server_name == mapped[0]]
         best = preferred or sorted(candidates, key=lambda n: n.publishers / max(n.capacity, 1))
         return best[0].rtmp_url
 
     async def mapped_url(self, channel_id: int) -> str | None:
+        """Channels map to servers: any worker of the mapped server takes the channel."""
         mapped = await self._mapped_server(channel_id)
-        if mapped is None or mapped[0] == self.name:
+        if mapped is None or mapped[0] == self.server_name:
             return None
         return mapped[1]
 
@@ -440,7 +531,7 @@ class Node:
         return None if row is None else (row[0], row[1])
 
     def _default_rtmp_url(self) -> str:
-        return self.rtmp_url if self._ingest is not None else self.settings.public_rtmp_url()
+        return self.rtmp_url if self.rtmp_port else self.settings.public_rtmp_url()
 
     # The live view of this node's own publishers (admin socket, tests) ------------------------
 
@@ -469,11 +560,12 @@ class Node:
 
     async def _op_info(self, _: dict[str, Any]) -> dict[str, Any]:
         return {
-            "rtmp_url": self.rtmp_url if self._ingest else None,
+            "rtmp_url": self.rtmp_url if self.rtmp_port else None,
             "http_port": self.http_port,
             "pid": os.getpid(),
             "roles": sorted(self.roles),
-            "server_name": self.name,
+            "server_name": self.server_name,
+            "workers": self._workers.pids if self._workers is not None else [],
         }
 
     async def _op_streams(self, _: dict[str, Any]) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import re
 import socket
 from pathlib import Path
@@ -23,6 +24,7 @@ from .monitor.health import HealthThresholds
 from .rtmp.config import RtmpConfig
 
 ENV_PREFIX = "STREAM_SYNC_"
+MAX_WORKERS = 64
 
 
 class SettingsError(Exception):
@@ -63,6 +65,8 @@ class Settings(BaseSettings):
     out_chunk_size: int = Field(4096, ge=128, le=65536)
     read_buffer_size: int = Field(64 * 1024, ge=4096, le=16 * 1024 * 1024)
     shutdown_grace: float = Field(2.0, ge=0, le=60)
+    # Ingest worker processes sharing the RTMP port; None: see worker_count().
+    workers: int | None = Field(None, ge=1, le=MAX_WORKERS)
 
     # Control plane.
     server_name: str = Field(
@@ -182,12 +186,39 @@ class Settings(BaseSettings):
             idle_timeout=self.idle_timeout,
         )
 
+    def worker_count(self) -> int:
+        """How many ingest worker processes to run.
+
+        Workers share locks, the key cache and events through the state layer, so
+        only the Redis engine can serve more than one: without it the default is one
+        and asking for more is refused. With Redis the default is one per core this
+        process may run on.
+        """
+        if self.redis_url is None:
+            if self.workers is not None and self.workers > 1:
+                raise SettingsError(
+                    f"--workers {self.workers} needs the Redis engine (workers share locks, "
+                    "keys and events through it): set STREAM_SYNC_REDIS_URL, or use --workers 1"
+                )
+            return 1
+        if self.workers is not None:
+            return self.workers
+        return min(available_cores(), MAX_WORKERS)
+
     def public_rtmp_url(self, bound_port: int | None = None) -> str:
         """The server URL an encoder is given (OBS's "Server" field)."""
         if self.public_url:
             return self.public_url
         port = self.rtmp_port if bound_port is None else bound_port
         return f"rtmp://{_url_host(self.host)}{'' if port == 1935 else f':{port}'}/{self.rtmp_app}"
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. under taskset or a cgroup)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
 
 def _url_host(host: str) -> str:

@@ -63,6 +63,7 @@ class IngestServer:
         admission: Admission,
         bus: EventBus,
         node_name: str = "node",
+        server_name: str | None = None,
         locks: PublishLocks | None = None,
         checker: KeyChecker | None = None,
         recorder: Recorder | None = None,
@@ -74,6 +75,7 @@ class IngestServer:
         self.admission = admission
         self.bus = bus
         self.node_name = node_name
+        self.server_name = server_name or node_name  # what `ingest drain` names
         self.locks = locks
         self.checker = checker
         self.recorder = recorder
@@ -93,9 +95,15 @@ class IngestServer:
         self._idle = asyncio.Event()  # set whenever no connection is open
         self._idle.set()
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
+        """Listen; with reuse_port, beside the other workers of this server (SO_REUSEPORT)."""
         self._server = await self.loop.create_server(
-            lambda: RtmpProtocol(self), host, port, reuse_address=True, backlog=1024
+            lambda: RtmpProtocol(self),
+            host,
+            port,
+            reuse_address=True,
+            reuse_port=reuse_port,
+            backlog=1024,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._daemons = [
@@ -352,7 +360,7 @@ class IngestServer:
                         else "Another encoder took over this channel."
                     )
                     proto.stop_publish(description, event.reason)
-        elif isinstance(event, DrainRequested) and event.node == self.node_name:
+        elif isinstance(event, DrainRequested) and event.node in (self.node_name, self.server_name):
             self.spawn(self._drain(event.deadline))
 
     # Operations ---------------------------------------------------------------------------

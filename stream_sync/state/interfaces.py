@@ -100,14 +100,19 @@ class FencingTokens(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
-    node_id: str  # the ingest server name
-    rtmp_url: str
+    node_id: str  # one ingest process: the server name, or `<server>-w<i>` for a worker
+    rtmp_url: str  # the server's URL: every worker of a server has the same
     capacity: int  # publishers
     capacity_mbps: float  # 0 = unlimited
     publishers: int = 0
     mbps: float = 0.0
     draining: bool = False
     heartbeat_at: float = 0.0  # epoch seconds
+    server: str = ""  # the ingest server name; empty (older nodes): the node id
+
+    @property
+    def server_name(self) -> str:
+        return self.server or self.node_id
 
     @property
     def has_room(self) -> bool:

@@ -51,6 +51,40 @@ class Node:
         return reply
 
 
+class WorkerServer(Node):
+    """`stream-sync serve|ingest --workers N`: a supervisor and its ingest workers.
+
+    Everything a test learns about the workers comes from the shared log: each
+    worker's lines carry its node id, the supervisor's name the workers' pids.
+    """
+
+    def worker_of(self, channel: str) -> str:
+        """The node id of the worker that accepted the channel's latest publish."""
+        pattern = re.compile(
+            rf"\[({re.escape(self.name)}-w\d+)\] stream_sync\.ingest: conn=\S+ peer=\S+ "
+            rf"publish accepted channel={re.escape(channel)} "
+        )
+        found = [m.group(1) for line in self.process.lines if (m := pattern.search(line))]
+        assert found, f"no publish accepted for {channel}"
+        return found[-1]
+
+    def pid(self, worker: str) -> int:
+        """The pid of the worker's current process."""
+        pattern = re.compile(rf"ingest worker {re.escape(worker)} started \(pid (\d+)\)")
+        found = [m.group(1) for line in self.process.lines if (m := pattern.search(line))]
+        assert found, f"no worker {worker}"
+        return int(found[-1])
+
+    def listening(self, start: int = 0) -> list[tuple[str, str]]:
+        """(node id, URL) of every "RTMP ingest listening" line from line `start` on."""
+        pattern = re.compile(r"\[(\S+)\] stream_sync: RTMP ingest listening on (\S+)")
+        return [
+            (m.group(1), m.group(2))
+            for line in self.process.lines[start:]
+            if (m := pattern.search(line))
+        ]
+
+
 class Cluster:
     def __init__(self, root: Path, database_url: str, redis_url: str, **settings: str) -> None:
         self.root = root
@@ -69,9 +103,11 @@ class Cluster:
             "STREAM_SYNC_STALE_AFTER": "3",
             "STREAM_SYNC_SHUTDOWN_GRACE": "1",
             "STREAM_SYNC_HOST": "127.0.0.1",
+            "STREAM_SYNC_WORKERS": "1",  # one process per node unless a test asks for workers
             **{f"STREAM_SYNC_{key.upper()}": value for key, value in settings.items()},
         }
         self.nodes: dict[str, Node] = {}
+        self.supervisors: list[WorkerServer] = []
         self.store: Store | None = None
         self._store_context: Any = None
         self.redis: RedisState | None = None
@@ -89,6 +125,9 @@ class Cluster:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        for server in self.supervisors:  # SIGTERM: their workers stop with them
+            if server.process.proc.returncode is None:
+                await server.process.stop()
         for node in self.nodes.values():
             if node.process.proc.returncode is None:
                 node.process.proc.kill()
@@ -127,6 +166,31 @@ class Cluster:
             node.http_url = (await node.process.wait_for_log(r"HTTP listening on (\S+)")).group(1)
         await node.process.wait_for_log(r"roles " + re.escape(role))
         return node
+
+    async def start_workers(self, command: str, name: str, workers: int = 2) -> WorkerServer:
+        """`stream-sync serve|ingest --workers N` on a free port; returns once all listen."""
+        data_dir = self.root / name
+        args = [*CLI, command, "--data-dir", str(data_dir), "--server-name", name]
+        args += ["--rtmp-port", "0", "--workers", str(workers)]
+        if command == "serve":
+            args += ["--http-port", "0"]
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=self.env,
+        )
+        server = WorkerServer(name, LoggedProcess(proc), data_dir)
+        self.supervisors.append(server)
+        self.nodes[name] = server
+        ready = await server.process.wait_for_log(rf"{workers} ingest workers share (\S+)")
+        server.rtmp_url = ready.group(1)
+        if command == "serve":
+            listening = await server.process.wait_for_log(r"HTTP listening on (\S+)")
+            server.http_url = listening.group(1)
+        await server.process.wait_for_log(r"roles \S*ingest")
+        return server
 
     @property
     def control(self) -> ControlPlane:

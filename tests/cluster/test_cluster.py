@@ -6,46 +6,25 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import pytest
 from sqlalchemy import func, select, text
 
 from stream_sync.db.models import PublishSession
 from stream_sync.state.interfaces import KeyState, PublishEnded, PublishStarted, StatusChanged
-from stream_sync.state.redis import RedisState
 from tests.databases import fresh_postgres_database
 from tests.support import (
     RedisServer,
     RtmpTestClient,
     debian_ffmpeg,
     ffmpeg_command,
-    require,
     run_process,
 )
 
 from .harness import CLI, Cluster
 
 LOCK_TTL = 6.0  # the harness's setting; stale_after is 3 s
-SHARED_REDIS = "redis://127.0.0.1:6379/0"
-
-
-async def redis_answers(url: str) -> bool:
-    state = RedisState.connect(url, "probe")
-    try:
-        return await state.ping()
-    finally:
-        await state.close()
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    require(await redis_answers(SHARED_REDIS), "Redis at 127.0.0.1:6379")
-    with fresh_postgres_database() as url:
-        async with Cluster(tmp_path, url, SHARED_REDIS) as running:
-            yield running
 
 
 async def publish(url: str, seconds: float) -> asyncio.subprocess.Process:

@@ -137,12 +137,16 @@ async def test_keys_reset_without_a_running_server_writes_the_database(tmp_path:
         ([], {"STREAM_SYNC_HTTP_PORT": "eighty"}, "invalid --http-port / STREAM_SYNC_HTTP_PORT"),
         ([], {"STREAM_SYNC_IDLE_TIMEOUT": "-1"}, "invalid --idle-timeout"),
         (["--public-url", "http://x"], {}, "must look like rtmp://"),
+        (["--workers", "2"], {}, "--workers 2 needs the Redis engine"),
+        (["--workers", "65"], {}, "invalid --workers / STREAM_SYNC_WORKERS"),
+        ([], {"STREAM_SYNC_WORKERS": "3"}, "--workers 3 needs the Redis engine"),
     ],
 )
 async def test_bad_configuration_is_one_line(
     tmp_path: Path, args: list[str], env: dict[str, str], message: str
 ) -> None:
     environment = {**os.environ, **env}
+    environment.pop("STREAM_SYNC_REDIS_URL", None)  # the embedded default: in-process state
     code, _, err = await cli("serve", "--data-dir", str(tmp_path), *args, env=environment)
     assert code == 1
     assert message in err

@@ -34,6 +34,14 @@ async def test_a_heartbeat_registers_the_node(engine: Engine) -> None:
     assert registered.heartbeat_at > 1_600_000_000  # stamped by the registry, epoch seconds
 
 
+async def test_a_worker_node_carries_its_server_name(engine: Engine) -> None:
+    await engine.registry.heartbeat(node("edge-w2", server="edge"), TTL)
+    await engine.registry.heartbeat(node("solo"), TTL)  # a single process: no server field
+    worker, solo = await engine.registry.nodes()
+    assert (worker.node_id, worker.server_name) == ("edge-w2", "edge")
+    assert (solo.node_id, solo.server_name) == ("solo", "solo")
+
+
 async def test_a_heartbeat_refreshes_the_node(engine: Engine) -> None:
     await engine.registry.heartbeat(node(publishers=1), TTL)
     [first] = await engine.registry.nodes()
