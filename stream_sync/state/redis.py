@@ -174,6 +174,9 @@ def _describe(url: str) -> str:
     return f"Redis at {parts.hostname or 'localhost'}:{port}"
 
 
+POOL_SIZE = 64  # connections per process; more callers wait (up to the timeout)
+
+
 class RedisState:
     """One Redis connection pool and the engines built on it."""
 
@@ -216,13 +219,18 @@ class RedisState:
         caller falls back. A pooled connection the server closed is replaced when
         it is checked out, so calls work again as soon as Redis is back.
         """
-        client = redis.asyncio.Redis.from_url(
+        # A bounded pool that queues: a storm of publishers waits a moment for a
+        # connection instead of failing over to the database as if Redis were down.
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
             url,
+            max_connections=POOL_SIZE,
+            timeout=timeout,
             socket_connect_timeout=min(connect_timeout, timeout),
             socket_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,  # see RedisBus for the subscriber's own liveness check
         )
+        client = redis.asyncio.Redis.from_pool(pool)  # closing the client closes the pool
         return cls(
             client,
             prefix,
