@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test lint typecheck unit screenshots install install-dev lock clean
+.PHONY: run test lint typecheck unit screenshots install install-dev lock clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,13 @@ test: lint typecheck
 # Retake the README's screenshots (real server, FFmpeg and headless Chromium).
 screenshots: $(VENV)/.dev
 	STREAM_SYNC_SCREENSHOTS=docs/screenshots $(BIN)/pytest -q tests/e2e/test_screenshots.py
+
+# The ingest benchmark of issue 8: stream-sync beside nginx-rtmp, results in benchmarks/results/
+# (about half an hour; as root it installs nginx + libnginx-mod-rtmp when missing).
+bench: $(VENV)/.runtime
+	dpkg -s nginx libnginx-mod-rtmp >/dev/null 2>&1 || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx libnginx-mod-rtmp)
+	$(BIN)/python -m benchmarks.ingest $(ARGS)
 
 # Re-pin every dependency (needs pip-tools in the venv: make install-dev && .venv/bin/pip install pip-tools).
 lock:

@@ -13,8 +13,8 @@ GStreamer).
 from __future__ import annotations
 
 import argparse
-import sys
 import statistics
+import sys
 import time
 
 from stream_sync.rtmp.client import ClientConnection
@@ -72,13 +72,13 @@ def media(client: ClientConnection, seconds: int) -> tuple[bytes, int]:
     return client.data_to_send(), messages
 
 
-def feed(server: ServerConnection, data: bytes) -> float:
+def feed(server: ServerConnection, data: bytes, read: int = READ) -> float:
     """Seconds of CPU to parse data, fed in socket-sized reads."""
     start = time.process_time()
     pos, size = 0, len(data)
     while pos < size:
         target = server.get_buffer()
-        n = min(len(target), READ, size - pos)
+        n = min(len(target), read, size - pos)
         target[:n] = data[pos : pos + n]
         server.buffer_updated(n, 0.0)
         pos += n
@@ -89,6 +89,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=60, help="stream length per run")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--read", type=int, default=READ, help="bytes per read (real-time publishers: ~6000)"
+    )
     options = parser.parse_args()
     print(f"python {sys.version.split()[0]}, {options.seconds} s of stream per run")
     for chunk_size in (4096, 128):
@@ -97,12 +100,13 @@ def main() -> None:
         runs = []
         for _ in range(options.repeat):
             client, server = publishing_pair(chunk_size)
-            runs.append(feed(server, data))
+            runs.append(feed(server, data, options.read))
             assert server.counters.video_messages + server.counters.audio_messages == messages
         cpu = statistics.median(runs)
         print(
             f"chunk {chunk_size:>5}: {len(data) / 1e6:7.1f} MB, {messages} messages, "
             f"{cpu / (len(data) / 1e9):6.2f} CPU-s/GB, {cpu / messages * 1e6:5.2f} us/message, "
+            f"{cpu / (len(data) / options.read) * 1e6:5.2f} us/read, "
             f"{len(data) / cpu / 1e6:7.0f} MB/s (median of {options.repeat})"
         )
 
