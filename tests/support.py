@@ -367,10 +367,10 @@ class LoggedProcess:
     def log(self) -> str:
         return "".join(self.lines)
 
-    async def stop(self) -> int:
+    async def stop(self, timeout: float = 10) -> int:
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(self.proc.wait(), 10)
+        code = await asyncio.wait_for(self.proc.wait(), timeout)
         await self._reader
         return code
 

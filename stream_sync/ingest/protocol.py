@@ -9,7 +9,6 @@ here can raise into the event loop or touch another connection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import socket
@@ -71,7 +70,6 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         self.media_live = False  # the status machine was told media flows
         self.media_seen = 0  # media messages at the last media check
         self.awaiting_media = False  # accepted, no media yet: checked on every read
-        self.recorded: asyncio.Task[None] | None = None  # writing the start of the publish
         self.media_at = 0.0  # wall-clock time media last advanced
         self.health: dict[str, Any] = {}
         self.health_seen: set[str] = set()
@@ -269,38 +267,26 @@ class RtmpProtocol(asyncio.BufferedProtocol):
                     StopRequested(decision.channel_id, "taken over", decision.lease.token)
                 )
             )
-        # The encoder may start now; the session is written meanwhile. Recording waits
-        # for the database, and a storm of publishers must not queue behind it for
-        # NetStream.Publish.Start (media changes and the end wait for it instead).
-        self.recorded = server.spawn(self._record_start(decision))
+        started = PublishStarted(
+            decision.channel_id, decision.key_id, self.id, None, server.node_name
+        )
+        status: list[StatusChanged] = []
+        if server.recorder is not None:
+            started, status, self.grace = await server.recorder.started(
+                started,
+                remote_address=self.address,
+                fencing_token=decision.lease.token,
+                test=self.test,
+            )
+        self.session_id = started.session_id
+        await server.publish_event(started)
+        await server.announce(status, decision.channel_name)
         self.awaiting_media = True
         if not self._drive(conn.accept_publish, event.stream_id):
             return
         if self._reading_paused and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
-
-    async def _record_start(self, grant: PublishGrant) -> None:
-        """The session row first, then the bus: a consumer that misses the event can read it."""
-        server = self.server
-        started = PublishStarted(grant.channel_id, grant.key_id, self.id, None, server.node_name)
-        status: list[StatusChanged] = []
-        if server.recorder is not None:
-            started, status, self.grace = await server.recorder.started(
-                started,
-                remote_address=self.address,
-                fencing_token=grant.lease.token,
-                test=self.test,
-            )
-        self.session_id = started.session_id
-        await server.publish_event(started)
-        await server.announce(status, grant.channel_name)
-
-    async def until_recorded(self) -> None:
-        """Wait for the start of the publish to be written (its failure is logged there)."""
-        if self.recorded is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.recorded)
 
     @property
     def address(self) -> str:
@@ -360,12 +346,11 @@ class RtmpProtocol(asyncio.BufferedProtocol):
             reason,
         )
         server.spawn(server.admission.release(grant))
-        server.spawn(self._record_end(grant, reason))
+        server.spawn(self._record_end(grant, reason, self.session_id))
 
-    async def _record_end(self, grant: PublishGrant, reason: str) -> None:
-        """After the start is written: the session row first, then the bus."""
-        await self.until_recorded()
-        server, counters, session_id = self.server, self.conn.counters, self.session_id
+    async def _record_end(self, grant: PublishGrant, reason: str, session_id: int | None) -> None:
+        """The session row first, then the bus: a consumer that misses the event can read it."""
+        server, counters = self.server, self.conn.counters
         ended = PublishEnded(
             grant.channel_id,
             grant.key_id,

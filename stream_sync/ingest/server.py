@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from ..monitor.health import HealthThresholds, assess
 from ..rtmp.config import RtmpConfig
@@ -39,7 +39,6 @@ from .keycheck import KeyChecker
 from .protocol import RtmpProtocol
 from .recorder import Recorder
 
-T = TypeVar("T")
 log = logging.getLogger("stream_sync.ingest")
 SWEEP_INTERVAL = 0.5
 
@@ -124,12 +123,11 @@ class IngestServer:
         if not self.connections:
             self._idle.set()
 
-    def spawn(self, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         """Run background work that must not be garbage-collected half way."""
         task = self.loop.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
-        return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -211,7 +209,6 @@ class IngestServer:
     async def _media_changed(self, proto: RtmpProtocol, channel_id: int, *, flowing: bool) -> None:
         if self.recorder is None:
             return
-        await proto.until_recorded()  # the session exists before its media changes
         changes = await self.recorder.media(
             channel_id, flowing=flowing, grace=proto.grace, node=self.node_name
         )

@@ -269,9 +269,12 @@ async def test_redis_restarting_empty_loses_no_stream_token_or_event(tmp_path: P
             assert stream.returncode == 0, err.decode()  # the stream never noticed
             async with cluster.store.sessions() as session:
                 tokens = (await session.scalars(select(PublishSession.fencing_token))).all()
+            mark = len(a.process.lines)
             again = await publish(f"{a.rtmp_url}/{channel.key}", 1)
             assert await again.communicate()
             assert again.returncode == 0
+            # The end is written after FFmpeg exits: the offline line follows the commit.
+            await a.process.wait_for_log("channel=resilient status=offline", start=mark)
             async with cluster.store.sessions() as session:
                 newest = await session.scalar(select(func.max(PublishSession.fencing_token)))
                 rows = (

@@ -184,11 +184,12 @@ async def test_sigterm_stops_every_worker_gracefully_and_exits_zero(cluster: Clu
     channels, streams = await spread(cluster, edge, at_least=2)
     pids = [edge.pid(worker) for worker in sorted(WORKERS)]
 
-    assert await edge.process.stop() == 0
+    # Workers get shutdown_grace, then the supervisor kills stragglers 10 s later.
+    assert await edge.process.stop(timeout=30) == 0
     assert all(gone(pid) for pid in pids)
     assert "stopping 2 ingest workers" in edge.process.log
     for stream in streams:  # publishers were told
-        await asyncio.wait_for(stream.wait(), 10)
+        await asyncio.wait_for(stream.wait(), 30)
     for channel in channels:
         await cluster.bus.wait_for(PublishEnded, lambda e, c=channel: e.channel_id == c.channel_id)
     assert {e.reason for e in cluster.bus.of(PublishEnded)} == {"server shutdown"}
@@ -250,4 +251,4 @@ async def test_the_supervisor_owns_the_data_folder_and_the_port(cluster: Cluster
     assert "already running" in await refused(str(edge.data_dir))
     # Another server with workers of its own cannot join the port through SO_REUSEPORT.
     assert "already in use" in await refused(str(cluster.root / "other"))
-    assert await edge.process.stop() == 0
+    assert await edge.process.stop(timeout=30) == 0
