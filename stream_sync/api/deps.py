@@ -22,6 +22,7 @@ SESSION_COOKIE = "stream_sync_session"
 # Row ids in paths: bounded so that no number reaches the database driver out of range.
 RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 CSRF_HEADER = "X-CSRF-Token"
+MAX_CHANNEL_REF = 64  # channel names are at most 64 characters; public ids shorter
 _SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
 
 
@@ -135,16 +136,26 @@ async def admin_principal(principal: CurrentUser) -> Principal:
 AdminUser = Annotated[Principal, Depends(admin_principal)]
 
 
-async def visible_channel(
-    channel_ref: str, principal: CurrentUser, context: Context
-) -> credentials.ChannelInfo:
-    """The channel if this user may see it; someone else's channel does not exist for them."""
+async def find_visible_channel(
+    context: ApiContext, principal: Principal, channel_ref: str
+) -> credentials.ChannelInfo | None:
+    """The channel if this user may see it (API, pages and sockets); None otherwise."""
+    if len(channel_ref) > MAX_CHANNEL_REF:  # no name or public id is longer
+        return None
     async with context.sessions() as session:
         try:
             channel = await credentials.find_channel(session, channel_ref)
         except credentials.ChannelNotFound:
-            raise NotFound("no such channel") from None
-    if not may_see(principal, channel):
+            return None
+    return channel if may_see(principal, channel) else None
+
+
+async def visible_channel(
+    channel_ref: str, principal: CurrentUser, context: Context
+) -> credentials.ChannelInfo:
+    """Someone else's channel does not exist for them: 404, like a missing one."""
+    channel = await find_visible_channel(context, principal, channel_ref)
+    if channel is None:
         raise NotFound("no such channel")
     return channel
 

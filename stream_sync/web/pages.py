@@ -19,7 +19,13 @@ from fastapi.templating import Jinja2Templates
 
 from ..accounts import users
 from ..api.context import ApiContext
-from ..api.deps import SESSION_COOKIE, Principal, connection_address, cookie_principal, may_see
+from ..api.deps import (
+    SESSION_COOKIE,
+    Principal,
+    connection_address,
+    cookie_principal,
+    find_visible_channel,
+)
 from ..credentials import service as credentials
 from ..monitor import history
 from ..state.interfaces import NodeInfo
@@ -126,7 +132,7 @@ async def channel_page(request: Request, channel_ref: str) -> Response:
     principal = await _principal(request)
     if principal is None:
         return _to_login(request)
-    channel = await _visible_channel(request, principal, channel_ref)
+    channel = await find_visible_channel(_context(request), principal, channel_ref)
     if channel is None:
         return _not_found(request, principal)
     return _render(request, "channel.html", principal, channel=channel)
@@ -137,7 +143,7 @@ async def sessions_page(request: Request, channel_ref: str) -> Response:
     principal = await _principal(request)
     if principal is None:
         return _to_login(request)
-    channel = await _visible_channel(request, principal, channel_ref)
+    channel = await find_visible_channel(_context(request), principal, channel_ref)
     if channel is None:
         return _not_found(request, principal)
     async with _context(request).sessions() as session:
@@ -199,17 +205,6 @@ async def admin_page(request: Request) -> Response:
         now=time.time(),
         refusals=sorted(context.live.refusals.items()),
     )
-
-
-async def _visible_channel(
-    request: Request, principal: Principal, channel_ref: str
-) -> credentials.ChannelInfo | None:
-    async with _context(request).sessions() as session:
-        try:
-            channel = await credentials.find_channel(session, channel_ref[:64])
-        except credentials.ChannelNotFound:
-            return None
-    return channel if may_see(principal, channel) else None
 
 
 async def _statuses(context: ApiContext) -> dict[int, str]:

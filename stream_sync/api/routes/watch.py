@@ -18,10 +18,9 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from ...credentials import service as credentials
 from ...monitor import history
 from ..context import ApiContext
-from ..deps import SESSION_COOKIE, connection_address, cookie_principal, may_see
+from ..deps import SESSION_COOKIE, connection_address, cookie_principal, find_visible_channel
 from ..watch import Watch
 
 router = APIRouter(tags=["live"])
@@ -47,12 +46,8 @@ async def watch_channel(websocket: WebSocket, channel_ref: str) -> None:
     if principal is None:
         await websocket.close(code=UNAUTHENTICATED, reason="sign in first")
         return
-    async with context.sessions() as session:
-        try:
-            channel = await credentials.find_channel(session, channel_ref[:64])
-        except credentials.ChannelNotFound:
-            channel = None
-    if channel is None or not may_see(principal, channel):
+    channel = await find_visible_channel(context, principal, channel_ref)
+    if channel is None:
         await websocket.close(code=NOT_FOUND, reason="no such channel")
         return
     with context.live.watchers.watch(channel.id) as watch:
