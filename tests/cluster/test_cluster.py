@@ -269,6 +269,9 @@ async def test_redis_restarting_empty_loses_no_stream_token_or_event(tmp_path: P
             assert stream.returncode == 0, err.decode()  # the stream never noticed
             async with cluster.store.sessions() as session:
                 tokens = (await session.scalars(select(PublishSession.fencing_token))).all()
+            # The first publish's end is committed after FFmpeg exits: let its offline line
+            # come before the mark, so the wait below can only see the second one's.
+            await a.process.wait_for_log("channel=resilient status=offline")
             mark = len(a.process.lines)
             again = await publish(f"{a.rtmp_url}/{channel.key}", 1)
             assert await again.communicate()
