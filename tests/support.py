@@ -132,7 +132,7 @@ class BusRecorder:
     def __init__(self, bus: EventBus) -> None:
         self.events: list[BusEvent] = []
         self._changed = asyncio.Condition()
-        self._subscription = bus.subscribe()
+        self._subscription = bus.subscribe(stats=True)
         self._task = asyncio.get_running_loop().create_task(self._record())
 
     async def _record(self) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..state.codec import encode_event
-from ..state.interfaces import BusEvent, Subscription
+from ..state.interfaces import BusEvent, StreamStats, Subscription
 from . import SOCKET_NAME
 
 MAX_REPLY = 1024 * 1024
@@ -55,5 +56,9 @@ class AdminSocketBus:
     async def publish(self, event: BusEvent) -> None:
         await call(self._data_dir, "bus.publish", event=encode_event(event))
 
-    def subscribe(self) -> Subscription:
+    async def publish_stats(self, batch: Sequence[StreamStats]) -> None:
+        for stats in batch:
+            await self.publish(stats)
+
+    def subscribe(self, *, stats: bool = False) -> Subscription:
         raise NotImplementedError("a CLI process only publishes")

@@ -39,7 +39,7 @@ class BusLiveView:
             )
 
     def start(self) -> None:
-        subscription = self._bus.subscribe()
+        subscription = self._bus.subscribe(stats=True)
 
         async def follow() -> None:
             try:

@@ -55,7 +55,8 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         self.id = f"c{next(_ids)}"
         self.peer = "?"
         self.transport: asyncio.Transport | None = None
-        self.opened_at = server.loop.time()  # the factory runs when the TCP accept happens
+        self._clock = server.loop.time
+        self.opened_at = self._clock()  # the factory runs when the TCP accept happens
         self.conn = ServerConnection(
             server.config, now=self.opened_at, epoch_ms=int(time.time() * 1000)
         )
@@ -98,16 +99,27 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         return self.conn.get_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
-        if not self._drive(self.conn.buffer_updated, nbytes, self.server.loop.time()):
+        # The hot path: one call into the core per read; the rest only when it matters.
+        conn = self.conn
+        try:
+            events = conn.buffer_updated(nbytes, self._clock())
+        except ProtocolError as exc:
+            self.abort(f"protocol error: {exc}")
+            return
+        if (events or conn.has_output) and not self._act(events):
             return
         if self.awaiting_media:  # Live the moment media arrives, not at the next sweep
-            counters = self.conn.counters
+            counters = conn.counters
             seen = counters.video_messages + counters.audio_messages
             if seen:
                 self.awaiting_media = False
                 self.server.media_arrived(self, seen, time.time())
-        if not self._reading_paused and not self.conn.get_buffer() and self.transport is not None:
-            self.transport.pause_reading()  # full while the application decides
+        if conn.awaiting_decision and not self._reading_paused and not conn.get_buffer():
+            self._pause_reading()  # full while the application decides
+
+    def _pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
             self._reading_paused = True
 
     def eof_received(self) -> bool:
@@ -149,6 +161,14 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         """
         try:
             events = step(*args)
+        except ProtocolError as exc:
+            self.abort(f"protocol error: {exc}")
+            return False
+        return self._act(events)
+
+    def _act(self, events: list[Event]) -> bool:
+        """Act on the core's events, then send what it queued; False if the peer broke it."""
+        try:
             if events:
                 self._handle(events)
         except ProtocolError as exc:

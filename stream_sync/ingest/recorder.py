@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -37,7 +38,8 @@ class Recorder(Protocol):
         self, channel_id: int, *, flowing: bool, grace: float, node: str
     ) -> list[StatusChanged]: ...
 
-    async def summary(self, session_id: int, summary: lifecycle.Summary) -> None: ...
+    async def summaries(self, summaries: Mapping[int, lifecycle.Summary]) -> None:
+        """Running summaries of live sessions, by session id."""
 
     def refused(
         self, *, key_id: str | None, channel_id: int | None, address: str, reason: str
@@ -108,13 +110,11 @@ class DatabaseRecorder:
             return []
         return outcome.status_events
 
-    async def summary(self, session_id: int, summary: lifecycle.Summary) -> None:
+    async def summaries(self, summaries: Mapping[int, lifecycle.Summary]) -> None:
         try:
-            await lifecycle.update_summary(
-                self._sessions, session_id=session_id, summary=summary, now=time.time()
-            )
+            await lifecycle.update_summaries(self._sessions, summaries, now=time.time())
         except Exception as exc:
-            log.warning("could not update session %d: %r", session_id, exc)
+            log.warning("could not update %d live sessions: %r", len(summaries), exc)
 
     def refused(
         self, *, key_id: str | None, channel_id: int | None, address: str, reason: str

@@ -236,9 +236,13 @@ class IngestServer:
         """Session history stays current, so a lost node's last minutes are not lost."""
         if self.recorder is None:
             return
-        for proto in list(self.publishers.values()):
-            if proto.session_id is not None:
-                await self.recorder.summary(proto.session_id, proto.summary(running=True))
+        await self.recorder.summaries(
+            {
+                proto.session_id: proto.summary(running=True)
+                for proto in list(self.publishers.values())
+                if proto.session_id is not None
+            }
+        )
 
     async def _renew_leases(self) -> None:
         """Renew the lease of every publisher whose media flowed since the last renewal.
@@ -307,6 +311,7 @@ class IngestServer:
     async def _publish_stats(self) -> None:
         """Sample every live stream's meter, judge its health, and tell whoever listens."""
         now = time.time()
+        batch: list[StreamStats] = []
         for proto in list(self.publishers.values()):
             grant, meter = proto.grant, proto.meter
             if grant is None or meter is None:
@@ -317,20 +322,21 @@ class IngestServer:
             health = assess(snapshot, self.upkeep.health, now)
             proto.health = health.as_dict()
             proto.health_seen.update(health.codes)
-            stats = StreamStats(
-                grant.channel_id,
-                proto.session_id,
-                self.node_name,
-                now,
-                counters.as_dict(),
-                dict(proto.codecs),
-                snapshot.as_dict(),
-                proto.health,
+            batch.append(
+                StreamStats(
+                    grant.channel_id,
+                    proto.session_id,
+                    self.node_name,
+                    now,
+                    counters.as_dict(),
+                    dict(proto.codecs),
+                    snapshot.as_dict(),
+                    proto.health,
+                )
             )
-            try:
-                await self.bus.publish(stats)
-            except StateUnavailable:
-                return  # statistics are best effort; the next second brings fresh ones
+        if batch:
+            with contextlib.suppress(StateUnavailable):  # best effort: fresh ones come next
+                await self.bus.publish_stats(batch)
 
     async def _watch_bus(self) -> None:
         subscription = self.bus.subscribe()

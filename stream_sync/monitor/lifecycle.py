@@ -13,7 +13,7 @@ Callers publish the returned events on the bus after the commit.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -310,14 +310,24 @@ def _fold(row: PublishSession, summary: Summary, now: float) -> None:
     row.last_update_at = _moment(now)
 
 
-async def update_summary(
-    sessions: Sessions, *, session_id: int, summary: Summary, now: float
+async def update_summaries(
+    sessions: Sessions, summaries: Mapping[int, Summary], *, now: float
 ) -> None:
-    """Keep a live session's history current, so a lost node's last minute is not lost."""
+    """Keep live sessions' history current, so a lost node's last minutes are not lost.
+
+    One transaction for all of a node's sessions: at hundreds of publishers, one
+    transaction each would cost more than ingesting their media.
+    """
+    if not summaries:
+        return
     async with sessions() as session, session.begin():
-        row = await session.get(PublishSession, session_id, populate_existing=True)
-        if row is not None and row.ended_at is None:
-            _fold(row, summary, now)
+        rows = await session.scalars(
+            select(PublishSession)
+            .where(PublishSession.id.in_(list(summaries)), PublishSession.ended_at.is_(None))
+            .execution_options(populate_existing=True)
+        )
+        for row in rows:
+            _fold(row, summaries[row.id], now)
 
 
 async def expire_grace(

@@ -136,6 +136,11 @@ class ServerConnection:
         self._reader.collect_media = value
 
     @property
+    def has_output(self) -> bool:
+        """Whether data_to_send() has anything (cheaper than asking it for nothing)."""
+        return bool(self._out)
+
+    @property
     def awaiting_decision(self) -> bool:
         return self._reader.paused and self.state is not State.CLOSING
 

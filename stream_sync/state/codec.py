@@ -43,7 +43,25 @@ class UnknownEvent(DomainError):
 
 
 def encode_event(event: BusEvent) -> dict[str, Any]:
-    return {"type": type(event).__name__, **dataclasses.asdict(event)}
+    """Events hold JSON-safe values already: a shallow dict, not asdict's deep copy."""
+    data: dict[str, Any] = {"type": type(event).__name__}
+    for name in field_names(type(event)):
+        data[name] = getattr(event, name)
+    return data
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def field_names(cls: type) -> tuple[str, ...]:
+    """A dataclass's field names (empty for any other class), looked up once per class."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = (
+            tuple(f.name for f in dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else ()
+        )
+        _FIELD_NAMES[cls] = names
+    return names
 
 
 def decode_event(data: Any, allowed: frozenset[str] | None = None) -> BusEvent:

@@ -14,9 +14,9 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from .interfaces import BusEvent, CachedKey, KeyState, Lease, NodeInfo
+from .interfaces import BusEvent, CachedKey, KeyState, Lease, NodeInfo, StreamStats
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,9 @@ class LogThrottle:
 class InProcessSubscription:
     """One subscriber's bounded queue; iteration ends once it (or its bus) is closed."""
 
-    def __init__(self, fanout: FanOut, size: int) -> None:
+    def __init__(self, fanout: FanOut, size: int, *, stats: bool = False) -> None:
         self._fanout = fanout
+        self.stats = stats  # whether StreamStats reach this subscriber
         self._queue: asyncio.Queue[BusEvent | None] = asyncio.Queue(size)  # None wakes on close
         self._closed = False
 
@@ -116,16 +117,23 @@ class FanOut:
         self._closed = False
         self._drops = LogThrottle()
 
-    def subscribe(self) -> InProcessSubscription:
-        subscription = InProcessSubscription(self, self._queue_size)
+    def subscribe(self, *, stats: bool = False) -> InProcessSubscription:
+        subscription = InProcessSubscription(self, self._queue_size, stats=stats)
         if self._closed:
             subscription.close()
         else:  # registered now, so nothing delivered after subscribe() is missed
             self._subscriptions.add(subscription)
         return subscription
 
+    @property
+    def wants_stats(self) -> bool:
+        return any(subscription.stats for subscription in self._subscriptions)
+
     def deliver(self, event: BusEvent) -> None:
+        is_stats = isinstance(event, StreamStats)
         for subscription in list(self._subscriptions):
+            if is_stats and not subscription.stats:
+                continue
             if not subscription.offer(event):
                 self._drops.log(
                     log,
@@ -156,8 +164,12 @@ class InProcessBus:
     async def publish(self, event: BusEvent) -> None:
         self._fanout.deliver(event)
 
-    def subscribe(self) -> InProcessSubscription:
-        return self._fanout.subscribe()
+    async def publish_stats(self, batch: Sequence[StreamStats]) -> None:
+        for stats in batch:
+            self._fanout.deliver(stats)
+
+    def subscribe(self, *, stats: bool = False) -> InProcessSubscription:
+        return self._fanout.subscribe(stats=stats)
 
     def close(self) -> None:
         """End every subscription's iteration; later subscriptions end at once."""

@@ -8,6 +8,7 @@ are committed to its outbox first and published here second (see state/outbox.py
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -255,5 +256,12 @@ class Subscription(Protocol):
 class EventBus(Protocol):
     async def publish(self, event: BusEvent) -> None: ...
 
-    def subscribe(self) -> Subscription:
-        """Events published after this call, in order, until close()."""
+    async def publish_stats(self, batch: Sequence[StreamStats]) -> None:
+        """One node's periodic statistics, all streams at once (one message, not one each)."""
+
+    def subscribe(self, *, stats: bool = False) -> Subscription:
+        """Events published after this call, in order, until close().
+
+        StreamStats only with ``stats``: they are most of the bus's traffic, and only
+        the live views want them.
+        """

@@ -22,7 +22,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -44,7 +44,7 @@ from .inprocess import (
     check_successor,
     check_ttl,
 )
-from .interfaces import BusEvent, CachedKey, KeyState, Lease, NodeInfo
+from .interfaces import BusEvent, CachedKey, KeyState, Lease, NodeInfo, StreamStats
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,6 +53,8 @@ DEFAULT_PREFIX = "ss"
 DEFAULT_TIMEOUT = 1.0  # the longest any call may take before it counts as "Redis is down"
 DEFAULT_CONNECT_TIMEOUT = 0.5
 MAX_EVENT_BYTES = 1 << 20
+STATS_PER_MESSAGE = 100  # a stream's statistics take 2-3 KB of JSON
+_STATS_ONLY = frozenset({"StreamStats"})
 
 # Failures that mean "Redis is not usable right now", as opposed to a bug in a command.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -515,7 +517,11 @@ class RedisRegistry:
 
 
 class RedisBus:
-    """Pub/Sub on one channel, heard by one reader task fanning out to local subscribers.
+    """Pub/Sub, heard by one reader task fanning out to local subscribers.
+
+    Lifecycle events go on one channel, statistics on another: each node sends its
+    streams' statistics as one message a second (STATS_PER_MESSAGE streams at most),
+    and a process whose subscribers don't want them doesn't decode them.
 
     The reader starts with the first subscription. When Redis goes away it
     reconnects with backoff (0.1 s doubling to 2 s) and resubscribes; subscribers
@@ -533,6 +539,7 @@ class RedisBus:
     def __init__(self, state: RedisState, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
         self._state = state
         self.channel = state.key("events")
+        self.stats_channel = state.key("stats")
         self._fanout = FanOut(queue_size)
         self._reader: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()  # set while the reader is subscribed
@@ -542,12 +549,21 @@ class RedisBus:
         self._malformed = LogThrottle()
 
     async def publish(self, event: BusEvent) -> None:
+        if isinstance(event, StreamStats):
+            await self.publish_stats([event])
+            return
         data = _json(encode_event(event))
-        await self._state.run(self._publish(data))
+        await self._state.run(self._publish(self.channel, data))
 
-    def subscribe(self) -> InProcessSubscription:
+    async def publish_stats(self, batch: Sequence[StreamStats]) -> None:
+        for start in range(0, len(batch), STATS_PER_MESSAGE):
+            part = batch[start : start + STATS_PER_MESSAGE]
+            data = _json([encode_event(stats) for stats in part])
+            await self._state.run(self._publish(self.stats_channel, data))
+
+    def subscribe(self, *, stats: bool = False) -> InProcessSubscription:
         """Registered at once; the shared reader starts with the first subscription."""
-        subscription = self._fanout.subscribe()
+        subscription = self._fanout.subscribe(stats=stats)
         if self._reader is None and not self._closed:
             self._reader = asyncio.get_running_loop().create_task(
                 self._read(), name=f"redis-bus-reader {self.channel}"
@@ -576,13 +592,13 @@ class RedisBus:
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
 
-    async def _publish(self, data: str) -> None:
+    async def _publish(self, channel: str, data: str) -> None:
         if self._reader is not None and not self._first_attempt.is_set():
             # The reader is still starting: wait, so this process's subscribers hear
             # what it publishes after subscribe(), as with the in-process bus. (Once
             # it failed, Redis is down: no waiting, the publish fails at once.)
             await self._first_attempt.wait()
-        await self._state.client.publish(self.channel, data)
+        await self._state.client.publish(channel, data)
 
     async def _read(self) -> None:
         loop = asyncio.get_running_loop()
@@ -625,11 +641,12 @@ class RedisBus:
 
     async def _subscribe(self, pubsub: PubSub) -> None:
         async with asyncio.timeout(self._state.timeout):
-            await pubsub.subscribe(self.channel)
-            while True:  # the confirmation: from here on, nothing published is missed
+            await pubsub.subscribe(self.channel, self.stats_channel)
+            confirmed = 0
+            while confirmed < 2:  # the confirmations: from here on, nothing published is missed
                 message = await pubsub.get_message(timeout=self._state.timeout)
                 if message is not None and message["type"] == "subscribe":
-                    return
+                    confirmed += 1
 
     async def _listen(self, pubsub: PubSub) -> None:
         loop = asyncio.get_running_loop()
@@ -641,24 +658,34 @@ class RedisBus:
             if message is not None:
                 heard, pinged = now, False
                 if message["type"] == "message":
-                    self._deliver(message["data"])
+                    self._deliver(message["channel"], message["data"])
             elif now - heard > self.PING_AFTER + self.PING_ANSWER:
                 raise redis_errors.ConnectionError("no answer to PING")
             elif now - heard > self.PING_AFTER and not pinged:
                 await pubsub.ping()
                 pinged = True
 
-    def _deliver(self, data: Any) -> None:
+    def _deliver(self, channel: Any, data: Any) -> None:
+        stats = channel in (self.stats_channel, self.stats_channel.encode())
+        if stats and not self._fanout.wants_stats:
+            return
         try:
             if not isinstance(data, bytes | str) or len(data) > MAX_EVENT_BYTES:
                 raise ValueError("not a bus event")
-            event = decode_event(json.loads(data))
+            decoded = json.loads(data)
+            if stats:
+                if not isinstance(decoded, list):
+                    raise ValueError("statistics come in a list")
+                events = [decode_event(item, _STATS_ONLY) for item in decoded]
+            else:
+                events = [decode_event(decoded)]
         except Exception as exc:  # whatever is on the channel must not stop the reader
             self._malformed.log(
                 log, logging.WARNING, "skipped a malformed bus message (%s)", type(exc).__name__
             )
             return
-        self._fanout.deliver(event)
+        for event in events:
+            self._fanout.deliver(event)
 
 
 async def _close_quietly(pubsub: PubSub) -> None:

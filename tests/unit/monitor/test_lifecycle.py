@@ -8,11 +8,13 @@ import os
 from collections.abc import Awaitable, Callable
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from stream_sync import audit
 from stream_sync.credentials import ChannelNotFound, ServerSecrets, create_channel, delete_channel
 from stream_sync.db import session_factory
+from stream_sync.db.models import PublishSession
 from stream_sync.monitor import history, lifecycle
 from stream_sync.monitor.settings import set_monitor_settings
 from stream_sync.monitor.status import EndKind
@@ -241,12 +243,41 @@ async def test_a_live_sessions_average_counts_the_running_publish(sessions: Sess
     assert started.session_id is not None
     await flowing(sessions, channel_id, T0 + 1)
     running = lifecycle.Summary(peak_kbps=1200.0, running_bytes=1_250_000)
-    await lifecycle.update_summary(
-        sessions, session_id=started.session_id, summary=running, now=T0 + 10
-    )
+    await lifecycle.update_summaries(sessions, {started.session_id: running}, now=T0 + 10)
     (live,) = await sessions_of(sessions, channel_id)
     assert live.avg_kbps == 1000.0  # 1.25 MB in 10 s, though no publish has ended yet
     await end(sessions, started, EndKind.CLEAN, T0 + 20)  # the publish's 1 MB lands in the row
     (ended,) = await sessions_of(sessions, channel_id)
     assert ended.avg_kbps == 400.0
     assert ended.peak_kbps == 2600.0
+
+
+async def test_one_batch_updates_every_live_session_and_leaves_ended_ones(
+    sessions: Sessions,
+) -> None:
+    live: list[int] = []
+    for name in ("one", "two"):
+        channel_id, key_id = await channel(sessions, name)
+        started, _ = await start(sessions, channel_id, key_id, T0)
+        assert started.session_id is not None
+        live.append(started.session_id)
+    channel_id, key_id = await channel(sessions, "gone")
+    gone, _ = await start(sessions, channel_id, key_id, T0)
+    assert gone.session_id is not None
+    await end(sessions, gone, EndKind.CLEAN, T0 + 5)
+    (before,) = await sessions_of(sessions, channel_id)
+
+    summaries = {
+        session_id: lifecycle.Summary(encoder=f"enc{i}", width=640 * (i + 1), running_bytes=10**6)
+        for i, session_id in enumerate([*live, gone.session_id])
+    }
+    await lifecycle.update_summaries(sessions, summaries, now=T0 + 10)
+
+    async with sessions() as session:
+        rows = {row.id: row for row in await session.scalars(select(PublishSession))}
+    assert [(rows[i].encoder, rows[i].width, rows[i].avg_kbps) for i in live] == [
+        ("enc0", 640, 800.0),
+        ("enc1", 1280, 800.0),
+    ]
+    (after,) = await sessions_of(sessions, channel_id)
+    assert after == before  # an ended session's row is final

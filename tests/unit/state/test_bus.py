@@ -52,7 +52,7 @@ async def test_samples_cover_every_event_type() -> None:
 
 
 async def test_every_event_type_arrives_intact(engine: Engine) -> None:
-    subscription = engine.bus.subscribe()
+    subscription = engine.bus.subscribe(stats=True)
     for event in SAMPLES:
         await engine.bus.publish(event)
     received = [await next_event(subscription) for _ in SAMPLES]
@@ -118,3 +118,17 @@ async def test_close_wakes_a_waiting_subscriber(engine: Engine) -> None:
     async with asyncio.timeout(2):
         assert await consumer == "ended"
     assert received == [NodeUp("one")]
+
+
+async def test_statistics_reach_only_who_asked_and_a_batch_arrives_whole(engine: Engine) -> None:
+    quiet, watching = engine.bus.subscribe(), engine.bus.subscribe(stats=True)
+    batch = [
+        StreamStats(i, i, "ingest-a", 1_700_000_000.0 + i, {"video_frames": i}) for i in range(250)
+    ]
+    await engine.bus.publish_stats(batch)  # more than one Redis message's worth
+    await engine.bus.publish(NodeUp("after"))
+    assert [await next_event(watching) for _ in batch] == batch
+    assert await next_event(watching) == NodeUp("after")
+    assert await next_event(quiet) == NodeUp("after")  # no statistics before it
+    quiet.close()
+    watching.close()

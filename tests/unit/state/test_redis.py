@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -10,8 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from stream_sync.state.codec import encode_event
 from stream_sync.state.errors import StateUnavailable
-from stream_sync.state.interfaces import CachedKey, KeyState, Lease, NodeInfo, NodeLost, NodeUp
+from stream_sync.state.interfaces import (
+    CachedKey,
+    KeyState,
+    Lease,
+    NodeInfo,
+    NodeLost,
+    NodeUp,
+    StreamStats,
+)
 from stream_sync.state.redis import RedisState
 from tests.support import REDIS_URL, RedisServer
 
@@ -100,6 +110,20 @@ async def test_malformed_bus_messages_are_skipped(
     assert await next_event(subscription) == NodeUp("ingest-a")
     skipped = [r for r in caplog.records if "malformed bus message" in r.getMessage()]
     assert len(skipped) == 1  # six messages, one line a minute
+
+
+async def test_the_statistics_channel_carries_statistics_only(redis: RedisState) -> None:
+    subscription = redis.bus.subscribe(stats=True)
+    await redis.bus.ready()
+    stats = StreamStats(7, 42, "ingest-a", 1_700_000_000.5, {"video_frames": 900})
+    for junk in (
+        b'{"type": "StreamStats"}',  # one event, not a list
+        b'[{"type": "NodeLost", "node": "ingest-a"}]',  # a lifecycle event smuggled in
+        b"[" + json.dumps(encode_event(stats)).encode() + b", 1]",  # one bad item spoils all
+    ):
+        await redis.client.publish(redis.bus.stats_channel, junk)
+    await redis.bus.publish_stats([stats])
+    assert await next_event(subscription) == stats
 
 
 async def test_a_second_state_hears_the_first(redis: RedisState) -> None:
