@@ -127,25 +127,34 @@ async def my_channels(request: Request) -> Response:
     return _render(request, "channels.html", principal, channels=channels)
 
 
-@router.get("/channels/{channel_ref}")
-async def channel_page(request: Request, channel_ref: str) -> Response:
+async def _visible_channel(
+    request: Request, channel_ref: str
+) -> tuple[Principal, credentials.ChannelInfo] | Response:
+    """The signed-in user and a channel they may see, or the page that says otherwise."""
     principal = await _principal(request)
     if principal is None:
         return _to_login(request)
     channel = await find_visible_channel(_context(request), principal, channel_ref)
     if channel is None:
         return _not_found(request, principal)
+    return principal, channel
+
+
+@router.get("/channels/{channel_ref}")
+async def channel_page(request: Request, channel_ref: str) -> Response:
+    found = await _visible_channel(request, channel_ref)
+    if isinstance(found, Response):
+        return found
+    principal, channel = found
     return _render(request, "channel.html", principal, channel=channel)
 
 
 @router.get("/channels/{channel_ref}/sessions")
 async def sessions_page(request: Request, channel_ref: str) -> Response:
-    principal = await _principal(request)
-    if principal is None:
-        return _to_login(request)
-    channel = await find_visible_channel(_context(request), principal, channel_ref)
-    if channel is None:
-        return _not_found(request, principal)
+    found = await _visible_channel(request, channel_ref)
+    if isinstance(found, Response):
+        return found
+    principal, channel = found
     async with _context(request).sessions() as session:
         rows = await history.list_sessions(session, channel_id=channel.id, limit=100)
     return _render(request, "sessions.html", principal, channel=channel, sessions=rows)
