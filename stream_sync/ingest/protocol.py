@@ -13,7 +13,7 @@ import itertools
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
 from ..monitor.lifecycle import Summary
@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("stream_sync.ingest")
 _ids = itertools.count(1)
 LINGER_SECONDS = 2.0  # after a refusal, how long we wait for the peer to read it and go
+# How long the start of a publish waits for its first media, to record both at once.
+# Encoders send media within milliseconds of Publish.Start.
+FIRST_MEDIA_WAIT = 0.5
 
 
 class RtmpProtocol(asyncio.BufferedProtocol):
@@ -81,6 +84,9 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         self.linger_until: float | None = None
         self._reading_paused = False
         self._admission: asyncio.Task[None] | None = None
+        self._journal: asyncio.Task[None] | None = None  # this publish's last database write
+        self.start_unrecorded = False  # accepted; its start not yet sent to the database
+        self.first_media = asyncio.Event()
 
     # asyncio callbacks ---------------------------------------------------------------
 
@@ -287,26 +293,46 @@ class RtmpProtocol(asyncio.BufferedProtocol):
                     StopRequested(decision.channel_id, "taken over", decision.lease.token)
                 )
             )
-        started = PublishStarted(
-            decision.channel_id, decision.key_id, self.id, None, server.node_name
-        )
-        status: list[StatusChanged] = []
-        if server.recorder is not None:
-            started, status, self.grace = await server.recorder.started(
-                started,
-                remote_address=self.address,
-                fencing_token=decision.lease.token,
-                test=self.test,
-            )
-        self.session_id = started.session_id
-        await server.publish_event(started)
-        await server.announce(status, decision.channel_name)
         self.awaiting_media = True
+        self.start_unrecorded = True
+        self.journal(self._record_start(decision))
         if not self._drive(conn.accept_publish, event.stream_id):
             return
         if self._reading_paused and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
+
+    def journal(self, step: Coroutine[Any, Any, None]) -> None:
+        """Record a change of this publish after every change recorded before it.
+
+        Nothing about a publish waits for the database: the encoder hears
+        Publish.Start once the lock is held. The writes then run in the order the
+        changes happened, so an end never overtakes its start.
+        """
+        self._journal = self.server.spawn(_after(self._journal, step))
+
+    async def _record_start(self, grant: PublishGrant) -> None:
+        """The session row, at the first media if it comes soon: one transaction for both."""
+        server = self.server
+        if server.recorder is not None and self.grant is grant and not self.media_live:
+            timer = server.loop.call_later(FIRST_MEDIA_WAIT, self.first_media.set)
+            await self.first_media.wait()
+            timer.cancel()
+        self.start_unrecorded = False
+        media = self.media_live  # set by the first media (server.media_arrived)
+        started = PublishStarted(grant.channel_id, grant.key_id, self.id, None, server.node_name)
+        status: list[StatusChanged] = []
+        if server.recorder is not None:
+            started, status, self.grace = await server.recorder.started(
+                started,
+                remote_address=self.address,
+                fencing_token=grant.lease.token,
+                test=self.test,
+                media=media,
+            )
+        self.session_id = started.session_id
+        await server.publish_event(started)
+        await server.announce(status, grant.channel_name)
 
     @property
     def address(self) -> str:
@@ -366,11 +392,12 @@ class RtmpProtocol(asyncio.BufferedProtocol):
             reason,
         )
         server.spawn(server.admission.release(grant))
-        server.spawn(self._record_end(grant, reason, self.session_id))
+        self.first_media.set()  # a start still waiting for media is recorded now
+        self.journal(self._record_end(grant, reason))
 
-    async def _record_end(self, grant: PublishGrant, reason: str, session_id: int | None) -> None:
+    async def _record_end(self, grant: PublishGrant, reason: str) -> None:
         """The session row first, then the bus: a consumer that misses the event can read it."""
-        server, counters = self.server, self.conn.counters
+        server, counters, session_id = self.server, self.conn.counters, self.session_id
         ended = PublishEnded(
             grant.channel_id,
             grant.key_id,
@@ -427,3 +454,9 @@ def end_kind(reason: str) -> EndKind:
     if reason in ("taken over", "lease lost"):
         return EndKind.TAKEN_OVER
     return EndKind.ABRUPT
+
+
+async def _after(before: asyncio.Task[None] | None, step: Coroutine[Any, Any, None]) -> None:
+    if before is not None:
+        await asyncio.wait((before,))  # its outcome is its own: spawn() logs a failure
+    await step

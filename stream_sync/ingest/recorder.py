@@ -9,6 +9,7 @@ announces what it can.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -22,13 +23,27 @@ from ..monitor.status import EndKind
 from ..state.interfaces import PublishEnded, PublishStarted, StatusChanged
 
 log = logging.getLogger("stream_sync.ingest")
+# Transactions in flight at once. More would not commit sooner (they share one
+# process's CPU) but would take the database connections and event loop turns that
+# admissions need: in a storm, encoders hear Publish.Start first and the session
+# rows follow.
+CONCURRENT_WRITES = 3
 
 
 class Recorder(Protocol):
     async def started(
-        self, event: PublishStarted, *, remote_address: str, fencing_token: int, test: bool
+        self,
+        event: PublishStarted,
+        *,
+        remote_address: str,
+        fencing_token: int,
+        test: bool,
+        media: bool = False,
     ) -> tuple[PublishStarted, list[StatusChanged], float]:
-        """The event as committed (session id, sequence number), status events, grace."""
+        """The event as committed (session id, sequence number), status events, grace.
+
+        ``media``: media flows already, so the same transaction records that too.
+        """
 
     async def ended(
         self, event: PublishEnded, *, kind: EndKind, grace: float, summary: lifecycle.Summary
@@ -57,20 +72,29 @@ class DatabaseRecorder:
         self._sessions = sessions
         self._refusals = refusals
         self._default_grace = default_grace
+        self._writes = asyncio.Semaphore(CONCURRENT_WRITES)
 
     async def started(
-        self, event: PublishStarted, *, remote_address: str, fencing_token: int, test: bool
+        self,
+        event: PublishStarted,
+        *,
+        remote_address: str,
+        fencing_token: int,
+        test: bool,
+        media: bool = False,
     ) -> tuple[PublishStarted, list[StatusChanged], float]:
         try:
-            staged, outcome, grace = await lifecycle.publish_started(
-                self._sessions,
-                event=event,
-                remote_address=remote_address,
-                fencing_token=fencing_token,
-                test=test,
-                default_grace=self._default_grace,
-                now=time.time(),
-            )
+            async with self._writes:
+                staged, outcome, grace = await lifecycle.publish_started(
+                    self._sessions,
+                    event=event,
+                    remote_address=remote_address,
+                    fencing_token=fencing_token,
+                    test=test,
+                    media=media,
+                    default_grace=self._default_grace,
+                    now=time.time(),
+                )
         except Exception as exc:
             log.warning("could not record the start of a publish: %r", exc)
             return event, [], self._default_grace
@@ -80,14 +104,15 @@ class DatabaseRecorder:
         self, event: PublishEnded, *, kind: EndKind, grace: float, summary: lifecycle.Summary
     ) -> tuple[PublishEnded, list[StatusChanged]]:
         try:
-            staged, outcome = await lifecycle.publish_ended(
-                self._sessions,
-                event=event,
-                kind=kind,
-                grace=grace,
-                summary=summary,
-                now=time.time(),
-            )
+            async with self._writes:
+                staged, outcome = await lifecycle.publish_ended(
+                    self._sessions,
+                    event=event,
+                    kind=kind,
+                    grace=grace,
+                    summary=summary,
+                    now=time.time(),
+                )
         except Exception as exc:
             log.warning("could not record the end of a publish: %r", exc)
             return event, []
@@ -96,15 +121,17 @@ class DatabaseRecorder:
     async def media(
         self, channel_id: int, *, flowing: bool, grace: float, node: str
     ) -> list[StatusChanged]:
+        sessions = self._sessions
         try:
-            if flowing:
-                outcome = await lifecycle.media_flowing(
-                    self._sessions, channel_id=channel_id, now=time.time(), node=node
-                )
-            else:
-                outcome = await lifecycle.media_stalled(
-                    self._sessions, channel_id=channel_id, now=time.time(), grace=grace, node=node
-                )
+            async with self._writes:
+                if flowing:
+                    outcome = await lifecycle.media_flowing(
+                        sessions, channel_id=channel_id, now=time.time(), node=node
+                    )
+                else:
+                    outcome = await lifecycle.media_stalled(
+                        sessions, channel_id=channel_id, now=time.time(), grace=grace, node=node
+                    )
         except Exception as exc:
             log.warning("could not record a media change of channel %d: %r", channel_id, exc)
             return []
@@ -112,7 +139,8 @@ class DatabaseRecorder:
 
     async def summaries(self, summaries: Mapping[int, lifecycle.Summary]) -> None:
         try:
-            await lifecycle.update_summaries(self._sessions, summaries, now=time.time())
+            async with self._writes:
+                await lifecycle.update_summaries(self._sessions, summaries, now=time.time())
         except Exception as exc:
             log.warning("could not update %d live sessions: %r", len(summaries), exc)
 

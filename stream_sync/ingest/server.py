@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ..monitor.health import HealthThresholds, assess
 from ..rtmp.config import RtmpConfig
@@ -41,6 +41,7 @@ from .recorder import Recorder
 
 log = logging.getLogger("stream_sync.ingest")
 SWEEP_INTERVAL = 0.5
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,11 +124,16 @@ class IngestServer:
         if not self.connections:
             self._idle.set()
 
-    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+    async def wait_idle(self) -> None:
+        """Return once no connection is open."""
+        await self._idle.wait()
+
+    def spawn(self, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run background work that must not be garbage-collected half way."""
         task = self.loop.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -197,14 +203,17 @@ class IngestServer:
                 self.media_arrived(proto, seen, now)
             elif proto.media_live and now - proto.media_at >= self.upkeep.stall_after:
                 proto.media_live = False
-                self.spawn(self._media_changed(proto, grant.channel_id, flowing=False))
+                proto.journal(self._media_changed(proto, grant.channel_id, flowing=False))
 
     def media_arrived(self, proto: RtmpProtocol, seen: int, now: float) -> None:
         """Media moved on; the first after a publish or a stall tells the status machine."""
         proto.media_seen, proto.media_at = seen, now
         if not proto.media_live and proto.grant is not None and self.recorder is not None:
             proto.media_live = True
-            self.spawn(self._media_changed(proto, proto.grant.channel_id, flowing=True))
+            if proto.start_unrecorded:
+                proto.first_media.set()  # the start's transaction records it too
+            else:
+                proto.journal(self._media_changed(proto, proto.grant.channel_id, flowing=True))
 
     async def _media_changed(self, proto: RtmpProtocol, channel_id: int, *, flowing: bool) -> None:
         if self.recorder is None:

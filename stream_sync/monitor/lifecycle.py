@@ -180,9 +180,11 @@ async def publish_started(
     test: bool,
     default_grace: float,
     now: float,
+    media: bool = False,
 ) -> tuple[PublishStarted, Outcome, float]:
     """A publish was accepted: a new session, or the same one after a reconnect.
 
+    With ``media``, its media flows already: one transaction for what would be two.
     Returns the PublishStarted event as staged (session id, sequence number), the
     status outcome, and the channel's grace period for this session.
     """
@@ -227,6 +229,11 @@ async def publish_started(
         staged = await outbox.stage(
             session, dataclasses.replace(event, session_id=state.session_id)
         )
+        if media:
+            state, flowing = await _apply(
+                session, channel, machine.media_flowing(state, now=now), now=now, node=event.node
+            )
+            events += flowing
     return staged, Outcome(events, state.session_id), grace
 
 
