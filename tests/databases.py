@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stream_sync.db import Base, create_engine, upgrade
+from stream_sync.state.database import SEQUENCE
 from tests.support import require
 
 POSTGRES = os.environ.get(
@@ -74,6 +75,7 @@ async def emptied(url: str) -> AsyncEngine:
     tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
     async with engine.begin() as connection:
         await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        await connection.execute(text(f"ALTER SEQUENCE {SEQUENCE} RESTART"))
     return engine
 
 

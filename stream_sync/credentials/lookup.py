@@ -7,11 +7,12 @@ key id would lock the real owner out until the entry expired.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..db.models import Channel, StreamKey, User
 
@@ -26,30 +27,34 @@ class KeyRecord:
     expires_at: datetime | None
 
 
-async def lookup_key(session: AsyncSession, *, key_id: str) -> KeyRecord | None:
-    """One indexed read; None when no key has this id. Read-only."""
-    query = (
-        select(
-            StreamKey.key_hash,
-            StreamKey.revoked_at,
-            StreamKey.expires_at,
-            Channel.id,
-            Channel.name,
-            User.disabled_at,
+_RECORDS = (
+    select(
+        StreamKey.key_id,
+        StreamKey.key_hash,
+        StreamKey.revoked_at,
+        StreamKey.expires_at,
+        Channel.id,
+        Channel.name,
+        User.disabled_at,
+    )
+    .join(Channel, Channel.id == StreamKey.channel_id)
+    .outerjoin(User, User.id == Channel.owner_id)
+)
+
+
+async def lookup_keys(
+    connection: AsyncConnection, *, key_ids: Collection[str]
+) -> dict[str, KeyRecord]:
+    """The records of those key ids that exist, in one indexed read. Read-only."""
+    rows = (await connection.execute(_RECORDS.where(StreamKey.key_id.in_(key_ids)))).all()
+    return {
+        row.key_id: KeyRecord(
+            key_id=row.key_id,
+            key_hash=row.key_hash,
+            channel_id=row.id,
+            channel_name=row.name,
+            revoked=row.revoked_at is not None or row.disabled_at is not None,
+            expires_at=row.expires_at,
         )
-        .join(Channel, Channel.id == StreamKey.channel_id)
-        .outerjoin(User, User.id == Channel.owner_id)
-        .where(StreamKey.key_id == key_id)
-    )
-    async with session.begin():
-        row = (await session.execute(query)).one_or_none()
-    if row is None:
-        return None
-    return KeyRecord(
-        key_id=key_id,
-        key_hash=row.key_hash,
-        channel_id=row.id,
-        channel_name=row.name,
-        revoked=row.revoked_at is not None or row.disabled_at is not None,
-        expires_at=row.expires_at,
-    )
+        for row in rows
+    }

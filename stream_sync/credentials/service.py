@@ -54,6 +54,7 @@ from stream_sync.credentials.keys import (
     mask_key,
     parse_key_id,
 )
+from stream_sync.credentials.lookup import lookup_keys
 from stream_sync.credentials.server_secrets import ServerSecrets
 from stream_sync.db.models import (
     CHANNEL_NAME_MAX,
@@ -679,30 +680,20 @@ async def verify_key(
     if key_id is None:
         return KeyCheck(ok=False, reason=RefusalReason.MALFORMED, key_id=None)
     async with session.begin():
-        row = (
-            await session.execute(
-                select(
-                    StreamKey.key_hash,
-                    StreamKey.revoked_at,
-                    StreamKey.expires_at,
-                    Channel.id,
-                    Channel.name,
-                    User.disabled_at,
-                )
-                .join(Channel, Channel.id == StreamKey.channel_id)
-                .outerjoin(User, User.id == Channel.owner_id)
-                .where(StreamKey.key_id == key_id)
-            )
-        ).one_or_none()
-    if row is None or not _hash_matches(secrets, presented, row.key_hash):
+        record = (await lookup_keys(await session.connection(), key_ids=[key_id])).get(key_id)
+    if record is None or not _hash_matches(secrets, presented, record.key_hash):
         return KeyCheck(ok=False, reason=RefusalReason.UNKNOWN, key_id=key_id)
     reason = None
-    if row.revoked_at is not None or row.disabled_at is not None:
+    if record.revoked:
         reason = RefusalReason.REVOKED
-    elif row.expires_at is not None and row.expires_at <= (now or utcnow()):
+    elif record.expires_at is not None and record.expires_at <= (now or utcnow()):
         reason = RefusalReason.EXPIRED
     return KeyCheck(
-        ok=reason is None, reason=reason, key_id=key_id, channel_id=row.id, channel_name=row.name
+        ok=reason is None,
+        reason=reason,
+        key_id=key_id,
+        channel_id=record.channel_id,
+        channel_name=record.channel_name,
     )
 
 

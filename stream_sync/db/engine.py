@@ -6,8 +6,9 @@ PostgreSQL (asyncpg) is the production engine. The engine is chosen by URL.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -45,8 +47,19 @@ def sqlite_url(data_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{(data_dir / DATABASE_FILENAME).resolve()}"
 
 
+# PostgreSQL connections per process. SQLAlchemy's default (5, and 10 more opened and
+# closed as needed) churns under a storm of admissions: each new connection costs a
+# TLS handshake and a login. Recordings of sessions queue for a few of them
+# (ingest/recorder.py), so admissions always find one.
+PG_POOL_SIZE = 10
+PG_POOL_OVERFLOW = 10
+
+
 def create_engine(url: str) -> AsyncEngine:
-    engine = create_async_engine(url)
+    pool: dict[str, Any] = {}
+    if url.startswith("postgresql"):
+        pool = {"pool_size": PG_POOL_SIZE, "max_overflow": PG_POOL_OVERFLOW}
+    engine = create_async_engine(url, **pool)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
     return engine
@@ -75,6 +88,17 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     # Results are handed back as plain values after commit; expiring them would
     # trigger lazy loads, which async sessions cannot do implicitly.
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@contextlib.asynccontextmanager
+async def autocommit(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncConnection]:
+    """A connection for single statements: no BEGIN and COMMIT round trips, no ORM.
+
+    For the reads and atomic writes on the admission path, where the session's
+    bookkeeping would cost more than the statement.
+    """
+    async with sessions() as session:
+        yield await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 def alembic_config(url: str | None = None) -> Config:

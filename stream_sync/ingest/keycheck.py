@@ -16,15 +16,17 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..credentials.keys import key_hash, parse_key_id
-from ..credentials.lookup import KeyRecord, lookup_key
+from ..credentials.lookup import KeyRecord, lookup_keys
 from ..credentials.server_secrets import ServerSecrets
+from ..db.engine import autocommit
+from ..state.coalesce import Coalescer
 from ..state.errors import StateUnavailable
 from ..state.interfaces import CachedKey, KeyCache, KeyState
 
@@ -69,6 +71,7 @@ class KeyChecker:
         self._times = times
         self._clock = clock
         self.database_lookups = 0
+        self._lookups = Coalescer(self._lookup_many)  # a storm's cold keys, read together
         self.cache_available = True
 
     async def check(self, presented: str) -> KeyVerdict:
@@ -137,8 +140,12 @@ class KeyChecker:
 
     async def _lookup(self, key_id: str) -> KeyRecord | None:
         self.database_lookups += 1
-        async with self._sessions() as session:
-            return await lookup_key(session, key_id=key_id)
+        return await self._lookups(key_id)
+
+    async def _lookup_many(self, key_ids: Sequence[str]) -> list[KeyRecord | None]:
+        async with autocommit(self._sessions) as connection:
+            records = await lookup_keys(connection, key_ids=set(key_ids))
+        return [records.get(key_id) for key_id in key_ids]
 
     def _entry(self, key_id: str, record: KeyRecord | None, now: float) -> CachedKey:
         times = self._times

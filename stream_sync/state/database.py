@@ -14,23 +14,26 @@ clocks must agree to well within the TTL (NTP).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stream_sync.credentials.errors import ChannelNotFound
+from stream_sync.db.engine import autocommit
 from stream_sync.db.models import Counter, PublishLock
 
+from .coalesce import Coalescer
 from .inprocess import check_successor, check_ttl
 from .interfaces import Lease
 
 __all__ = ["FENCING", "DatabaseFencing", "DatabaseLocks"]
 
 FENCING = "fencing"
+SEQUENCE = "fencing_tokens"  # PostgreSQL (migration 0005); spelled out in the SQL below
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -42,29 +45,59 @@ def _insert(session: AsyncSession, model: Any) -> Any:
 
 
 class DatabaseFencing:
-    """Fencing tokens from a counter row: every token is larger than all before it.
+    """Fencing tokens from the database: every token is larger than all before it.
 
-    Each call is its own short transaction, committed before the token is used, so a
-    token is never handed out twice, even across processes and restarts. The row is
-    created if it is missing (the migration inserts it; a truncated table must not
-    break ingest).
+    PostgreSQL: the ``fencing_tokens`` sequence. nextval() holds no lock beyond the
+    call, so a storm of admissions does not queue on one row, and a value is never
+    handed out twice, even across processes and restarts. SQLite (one process, one
+    writer): a counter row, each call its own short transaction, committed before
+    the token is used. The row is created if it is missing (the migration inserts
+    it; a truncated table must not break ingest).
     """
 
     def __init__(self, sessions: Sessions, *, name: str = FENCING) -> None:
         self._sessions = sessions
         self._name = name
+        self._postgresql = sessions.kw["bind"].dialect.name == "postgresql"
+        self._tokens = Coalescer(self._next_tokens)  # a storm's tokens in one statement
 
     async def next_token(self) -> int:
+        return await self._tokens(None)
+
+    async def _next_tokens(self, calls: Sequence[None]) -> list[int]:
+        count = len(calls)
+        if self._postgresql:
+            async with autocommit(self._sessions) as connection:
+                tokens = await connection.scalars(
+                    text("SELECT nextval('fencing_tokens') FROM generate_series(1, :n)"),
+                    {"n": count},
+                )
+                return sorted(tokens)
         async with self._sessions() as session, session.begin():
-            statement = _insert(session, Counter).values(name=self._name, value=1)
+            statement = _insert(session, Counter).values(name=self._name, value=count)
             statement = statement.on_conflict_do_update(
-                index_elements=[Counter.name], set_={"value": Counter.value + 1}
+                index_elements=[Counter.name], set_={"value": Counter.value + count}
             ).returning(Counter.value)
-            token: int = (await session.execute(statement)).scalar_one()
-        return token
+            last: int = (await session.execute(statement)).scalar_one()
+        return list(range(last - count + 1, last + 1))
 
     async def observe(self, token: int) -> None:
-        """Raise the counter to at least ``token`` (a token issued elsewhere was seen)."""
+        """Raise the counter to at least ``token`` (a token issued elsewhere was seen).
+
+        On PostgreSQL, a nextval() between reading the sequence and setting it could
+        be overtaken only by as many concurrent tokens as ``token`` is ahead: this
+        runs once, after a database outage, when Redis issued a handful.
+        """
+        if self._postgresql:
+            async with autocommit(self._sessions) as connection:
+                await connection.execute(
+                    text(
+                        "SELECT setval('fencing_tokens', CAST(:token AS bigint))"
+                        " FROM fencing_tokens WHERE NOT is_called OR last_value < :token"
+                    ),
+                    {"token": token},
+                )
+                return
         async with self._sessions() as session, session.begin():
             statement = _insert(session, Counter).values(name=self._name, value=token)
             statement = statement.on_conflict_do_update(
@@ -76,8 +109,11 @@ class DatabaseFencing:
 
     async def current(self) -> int:
         """The last token handed out (0 if none)."""
-        async with self._sessions() as session, session.begin():
-            value = await session.scalar(select(Counter.value).where(Counter.name == self._name))
+        async with autocommit(self._sessions) as connection:
+            if self._postgresql:
+                query = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM fencing_tokens"
+                return int(await connection.scalar(text(query)))
+            value = await connection.scalar(select(Counter.value).where(Counter.name == self._name))
         return value or 0
 
 
@@ -94,6 +130,7 @@ class DatabaseLocks:
         self.ttl = ttl
         self._sessions = sessions
         self._clock = clock
+        self._holders = Coalescer(self._holders_of)
 
     async def acquire(self, channel_id: int, owner: str, node: str, token: int) -> Lease | None:
         now = self._clock()
@@ -161,16 +198,19 @@ class DatabaseLocks:
         return _lease(row)
 
     async def holder(self, channel_id: int) -> Lease | None:
+        return await self._holders(channel_id)
+
+    async def _holders_of(self, channel_ids: Sequence[int]) -> list[Lease | None]:
+        """Asked on every Redis admission, so a storm's questions go in one read."""
         now = self._clock()
-        async with self._sessions() as session, session.begin():
-            row = (
-                await session.execute(
-                    select(*_LEASE_COLUMNS).where(
-                        PublishLock.channel_id == channel_id, PublishLock.expires_at > now
-                    )
+        async with autocommit(self._sessions) as connection:
+            rows = await connection.execute(
+                select(*_LEASE_COLUMNS).where(
+                    PublishLock.channel_id.in_(set(channel_ids)), PublishLock.expires_at > now
                 )
-            ).one_or_none()
-        return _lease(row)
+            )
+            leases = {row.channel_id: _lease(row) for row in rows}
+        return [leases.get(channel_id) for channel_id in channel_ids]
 
     def _values(self, owner: str, node: str, token: int, now: float) -> dict[str, Any]:
         return {

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from .coalesce import Coalescer
 from .database import DatabaseFencing, DatabaseLocks
 from .errors import StateUnavailable
 from .interfaces import Lease
@@ -154,6 +156,7 @@ class FailoverFencing:
         self._redis = redis
         self._at_least = redis.client.register_script(_AT_LEAST) if redis else None
         self._issued_by_redis = False
+        self._catch_up = Coalescer(self._raise_redis)  # one call for a storm's tokens
 
     async def next_token(self) -> int:
         try:
@@ -172,10 +175,15 @@ class FailoverFencing:
                 await self._database.observe(int(with_redis))
                 token = await self._database.next_token()
             self._issued_by_redis = False
-        if self._redis is not None and self._at_least is not None:
-            with contextlib.suppress(StateUnavailable):  # Redis catches up with the next token
-                await self._redis.run(self._at_least(keys=[self._key], args=[token]))
+        if self._redis is not None:
+            with contextlib.suppress(StateUnavailable):  # Redis catches up before it is used
+                await self._catch_up(token)
         return token
+
+    async def _raise_redis(self, tokens: Sequence[int]) -> list[None]:
+        if self._redis is not None and self._at_least is not None:
+            await self._redis.run(self._at_least(keys=[self._key], args=[max(tokens)]))
+        return [None] * len(tokens)
 
     @property
     def _key(self) -> str:

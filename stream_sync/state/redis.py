@@ -32,7 +32,9 @@ from redis import exceptions as redis_errors
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.driver_info import DriverInfo
 
+from .coalesce import Coalescer
 from .codec import decode_event, encode_event
 from .errors import StateUnavailable
 from .inprocess import (
@@ -177,6 +179,10 @@ def _describe(url: str) -> str:
 
 
 POOL_SIZE = 64  # connections per process; more callers wait (up to the timeout)
+# What each new connection tells the server (CLIENT SETINFO). Given once: left to
+# redis-py, every connection looks its version up in the installed packages' metadata,
+# which cost more than the commands of an admission in a storm of them.
+DRIVER = DriverInfo(name="redis-py", lib_version=redis.__version__)
 
 
 class RedisState:
@@ -231,6 +237,7 @@ class RedisState:
             socket_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,  # see RedisBus for the subscriber's own liveness check
+            driver_info=DRIVER,
         )
         client = redis.asyncio.Redis.from_pool(pool)  # closing the client closes the pool
         return cls(
@@ -338,9 +345,11 @@ class RedisKeyCache:
         self._state = state
         self._malformed = LogThrottle()
         self._replace: Any = None
+        self._gets = Coalescer(self._get_many)  # a storm's lookups in one MGET
+        self._fills = Coalescer(self._fill_many)
 
     async def get(self, key_id: str) -> CachedKey | None:
-        raw = await self._state.run(self._state.client.get(self._state.key("key", key_id)))
+        raw = await self._gets(key_id)
         if raw is None:
             return None
         try:
@@ -349,12 +358,19 @@ class RedisKeyCache:
             self._malformed.log(log, logging.WARNING, "ignored a malformed key cache entry")
             return None
 
+    async def _get_many(self, key_ids: Sequence[str]) -> list[bytes | str | None]:
+        keys = [self._state.key("key", key_id) for key_id in key_ids]
+        return list(await self._state.run(self._state.client.mget(keys)))
+
     async def fill(self, entry: CachedKey, ttl: float) -> bool:
-        key = self._state.key("key", entry.key_id)
-        stored = await self._state.run(
-            self._state.client.set(key, encode_cached_key(entry), nx=True, px=_ms(ttl))
-        )
-        return bool(stored)
+        return await self._fills((entry, ttl))
+
+    async def _fill_many(self, fills: Sequence[tuple[CachedKey, float]]) -> list[bool]:
+        pipe = self._state.client.pipeline(transaction=False)
+        for entry, ttl in fills:
+            key = self._state.key("key", entry.key_id)
+            pipe.set(key, encode_cached_key(entry), nx=True, px=_ms(ttl))
+        return [bool(stored) for stored in await self._state.run(pipe.execute())]
 
     async def replace(self, entry: CachedKey, ttl: float) -> None:
         """Refresh an entry, but never turn a tombstone back into a valid key."""
@@ -413,11 +429,22 @@ class RedisLocks:
         self._release = client.register_script(_RELEASE)
         self._take_over = client.register_script(_TAKE_OVER)
         self._malformed = LogThrottle()
+        self._acquisitions = Coalescer(self._acquire_many)
 
     async def acquire(self, channel_id: int, owner: str, node: str, token: int) -> Lease | None:
-        keys = [self._state.key("lock", channel_id)]
-        args: list[str | int] = [_lease_head(owner, node, token), _ms(self.ttl)]
-        return self._lease(channel_id, await self._state.run(self._acquire(keys, args)))
+        return await self._acquisitions((channel_id, _lease_head(owner, node, token)))
+
+    async def _acquire_many(self, wanted: Sequence[tuple[int, str]]) -> list[Lease | None]:
+        """A storm's acquisitions in one pipeline: each script still decides alone."""
+        pipe = self._state.client.pipeline(transaction=False)
+        for channel_id, head in wanted:
+            keys = [self._state.key("lock", channel_id)]
+            await self._acquire(keys, [head, _ms(self.ttl)], client=pipe)  # queued, not sent
+        stored = await self._state.run(pipe.execute())
+        return [
+            self._lease(channel_id, raw)
+            for (channel_id, _), raw in zip(wanted, stored, strict=True)
+        ]
 
     async def renew(self, lease: Lease) -> Lease | None:
         keys = [self._state.key("lock", lease.channel_id)]
