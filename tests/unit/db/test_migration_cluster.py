@@ -1,4 +1,5 @@
-"""Migration 0003 (outbox, per-channel sequence, fencing, database locks) on both engines.
+"""Migrations 0003 (outbox, per-channel sequence, fencing, database locks) and 0005 (fencing
+sequence) on both engines.
 
 The models-versus-migrations comparison lives in test_migrations.py; these tests
 cover what it cannot see: data, the counter row, SQLite's AUTOINCREMENT, downgrade.
@@ -143,3 +144,21 @@ async def test_one_open_session_per_channel_is_enforced(engine: AsyncEngine) -> 
     with pytest.raises(sa.exc.IntegrityError):
         async with engine.begin() as connection:
             await connection.execute(insert)
+
+
+async def test_0005_tokens_go_on_from_the_counter_and_back(fresh_engine: AsyncEngine) -> None:
+    """PostgreSQL moves the counter into a sequence and back; SQLite keeps the row."""
+    await upgrade(fresh_engine, "0004")
+    async with fresh_engine.begin() as conn:
+        await conn.execute(sa.text("UPDATE counters SET value = 41 WHERE name = 'fencing'"))
+    await upgrade(fresh_engine)
+    fencing = DatabaseFencing(session_factory(fresh_engine))
+    assert await fencing.current() == 41
+    assert [await fencing.next_token() for _ in range(2)] == [42, 43]
+
+    await downgrade(fresh_engine, "0004")
+    async with fresh_engine.connect() as conn:
+        value = await conn.scalar(sa.text("SELECT value FROM counters WHERE name = 'fencing'"))
+    assert value == 43
+    await upgrade(fresh_engine)
+    assert await DatabaseFencing(session_factory(fresh_engine)).next_token() == 44
