@@ -50,6 +50,8 @@ LINGER_SECONDS = 2.0  # after a refusal, how long we wait for the peer to read i
 # How long the start of a publish waits for its first media, to record both at once.
 # Encoders send media within milliseconds of Publish.Start.
 FIRST_MEDIA_WAIT = 0.5
+# How long the start of a publish lets admissions go first (IngestServer.after_admissions).
+ADMISSIONS_FIRST = 2.0
 
 
 class RtmpProtocol(asyncio.BufferedProtocol):
@@ -225,10 +227,13 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         conn = self.conn
         server = self.server
         try:
-            decision = await asyncio.wait_for(
-                server.admission.admit_publish(event.name, owner=f"{server.node_name}/{self.id}"),
-                server.admission_timeout,
-            )
+            with server.admitting():
+                decision = await asyncio.wait_for(
+                    server.admission.admit_publish(
+                        event.name, owner=f"{server.node_name}/{self.id}"
+                    ),
+                    server.admission_timeout,
+                )
         except TimeoutError:
             decision = PublishRefusal("unavailable", "Server busy; try again shortly.")
             log.warning("conn=%s admission timed out after %gs", self.id, server.admission_timeout)
@@ -318,6 +323,7 @@ class RtmpProtocol(asyncio.BufferedProtocol):
             timer = server.loop.call_later(FIRST_MEDIA_WAIT, self.first_media.set)
             await self.first_media.wait()
             timer.cancel()
+            await server.after_admissions(ADMISSIONS_FIRST)
         self.start_unrecorded = False
         media = self.media_live  # set by the first media (server.media_arrived)
         started = PublishStarted(grant.channel_id, grant.key_id, self.id, None, server.node_name)

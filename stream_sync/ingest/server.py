@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -95,6 +95,9 @@ class IngestServer:
         self._daemons: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()  # set whenever no connection is open
         self._idle.set()
+        self._admitting = 0
+        self._not_admitting = asyncio.Event()  # set whenever no admission is under way
+        self._not_admitting.set()
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         """Listen; with reuse_port, beside the other workers of this server (SO_REUSEPORT)."""
@@ -123,6 +126,28 @@ class IngestServer:
         self.publishers.pop(proto.id, None)
         if not self.connections:
             self._idle.set()
+
+    @contextlib.contextmanager
+    def admitting(self) -> Iterator[None]:
+        """Mark an admission under way (see after_admissions)."""
+        self._admitting += 1
+        self._not_admitting.clear()
+        try:
+            yield
+        finally:
+            self._admitting -= 1
+            if not self._admitting:
+                self._not_admitting.set()
+
+    async def after_admissions(self, limit: float) -> None:
+        """Wait, at most ``limit`` seconds, until no admission is under way.
+
+        Bookkeeping yields to admissions: in a storm of reconnecting encoders, each
+        one hears Publish.Start before the node writes down those admitted earlier.
+        """
+        if self._admitting:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._not_admitting.wait(), limit)
 
     async def wait_idle(self) -> None:
         """Return once no connection is open."""

@@ -430,30 +430,47 @@ class RedisLocks:
         self._take_over = client.register_script(_TAKE_OVER)
         self._malformed = LogThrottle()
         self._acquisitions = Coalescer(self._acquire_many)
+        self._renewals = Coalescer(self._renew_many)
 
     async def acquire(self, channel_id: int, owner: str, node: str, token: int) -> Lease | None:
         return await self._acquisitions((channel_id, _lease_head(owner, node, token)))
 
     async def _acquire_many(self, wanted: Sequence[tuple[int, str]]) -> list[Lease | None]:
-        """A storm's acquisitions in one pipeline: each script still decides alone."""
-        pipe = self._state.client.pipeline(transaction=False)
-        for channel_id, head in wanted:
-            keys = [self._state.key("lock", channel_id)]
-            await self._acquire(keys, [head, _ms(self.ttl)], client=pipe)  # queued, not sent
-        stored = await self._state.run(pipe.execute())
-        return [
-            self._lease(channel_id, raw)
-            for (channel_id, _), raw in zip(wanted, stored, strict=True)
-        ]
+        """A storm's acquisitions in one round trip: each script still decides alone."""
+        ttl = _ms(self.ttl)
+        return await self._pipelined(self._acquire, [(cid, [head, ttl]) for cid, head in wanted])
 
     async def renew(self, lease: Lease) -> Lease | None:
-        keys = [self._state.key("lock", lease.channel_id)]
-        head = _lease_head(lease.owner, lease.node, lease.token)
-        args: list[str | int] = [lease.token, head, _ms(self.ttl)]
-        stored = self._lease(lease.channel_id, await self._state.run(self._renew(keys, args)))
+        stored = await self._renewals(lease)
         if stored is None or stored.token != lease.token:
             return None
         return stored
+
+    async def _renew_many(self, leases: Sequence[Lease]) -> list[Lease | None]:
+        """Every live publisher renews each second: a node's renewals in one round trip."""
+        ttl = _ms(self.ttl)
+        return await self._pipelined(
+            self._renew,
+            [
+                (
+                    lease.channel_id,
+                    [lease.token, _lease_head(lease.owner, lease.node, lease.token), ttl],
+                )
+                for lease in leases
+            ],
+        )
+
+    async def _pipelined(
+        self, script: Any, calls: Sequence[tuple[int, list[str | int]]]
+    ) -> list[Lease | None]:
+        """The script once per (channel, arguments), all in one pipeline."""
+        pipe = self._state.client.pipeline(transaction=False)
+        for channel_id, args in calls:
+            await script([self._state.key("lock", channel_id)], args, client=pipe)  # queued
+        stored = await self._state.run(pipe.execute())
+        return [
+            self._lease(channel_id, raw) for (channel_id, _), raw in zip(calls, stored, strict=True)
+        ]
 
     async def release(self, lease: Lease) -> None:
         keys = [self._state.key("lock", lease.channel_id)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from stream_sync.state.interfaces import Lease
@@ -144,3 +146,26 @@ async def test_expiry_frees_the_channel(engine: Engine) -> None:
 
     await engine.let_expire(SHORT_TTL, gone)
     assert await locks.acquire(CHANNEL, "n2/c1", "n2", 2) is not None
+
+
+async def test_concurrent_calls_each_get_their_own_answer(engine: Engine) -> None:
+    """A node renews all its leases at once (Redis: one pipeline); no answer is mixed up."""
+    owners = [f"n1/c{channel}" for channel in range(1, 21)]
+    acquired_leases = await asyncio.gather(
+        *(engine.locks.acquire(channel, owner, "n1", channel) for channel, owner in
+          enumerate(owners, start=1)),
+        engine.locks.acquire(1, "n2/c1", "n2", 99),  # the same channel, in the same batch
+    )  # fmt: skip
+    leases = acquired_leases[:-1]
+    assert all(lease is not None for lease in leases)
+    assert acquired_leases[-1] is None  # exactly one winner per channel
+    live = [lease for lease in leases if lease is not None]
+    lost = live[4]
+    taken = await engine.locks.take_over(lost, "n2/c5", "n2", 100)
+    assert taken is not None
+
+    renewed = await asyncio.gather(*(engine.locks.renew(lease) for lease in live))
+
+    assert [lease is None for lease in renewed] == [lease is lost for lease in live]
+    assert [lease.owner for lease in renewed if lease] == [o for o in owners if o != "n1/c5"]
+    assert await engine.locks.holder(5) == taken
