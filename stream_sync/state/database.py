@@ -13,6 +13,7 @@ clocks must agree to well within the TTL (NTP).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,7 +31,7 @@ from .coalesce import Coalescer
 from .inprocess import check_successor, check_ttl
 from .interfaces import Lease
 
-__all__ = ["FENCING", "DatabaseFencing", "DatabaseLocks"]
+__all__ = ["FENCING", "DatabaseFencing", "DatabaseLocks", "ReservedFencing"]
 
 FENCING = "fencing"
 SEQUENCE = "fencing_tokens"  # PostgreSQL (migration 0005); spelled out in the SQL below
@@ -65,7 +66,10 @@ class DatabaseFencing:
         return await self._tokens(None)
 
     async def _next_tokens(self, calls: Sequence[None]) -> list[int]:
-        count = len(calls)
+        return await self.next_tokens(len(calls))
+
+    async def next_tokens(self, count: int) -> list[int]:
+        """``count`` tokens at once, in increasing order."""
         if self._postgresql:
             async with autocommit(self._sessions) as connection:
                 tokens = await connection.scalars(
@@ -115,6 +119,35 @@ class DatabaseFencing:
                 return int(await connection.scalar(text(query)))
             value = await connection.scalar(select(Counter.value).where(Counter.name == self._name))
         return value or 0
+
+
+class ReservedFencing:
+    """Tokens for one process, from blocks it reserves in the database.
+
+    For the embedded engine, where one process holds every lock: a token per
+    admission need not be a write to SQLite, whose one writer is often busy with
+    session rows. Each block is committed before its first token is used, so tokens
+    keep growing across restarts; a crash skips the rest of a block.
+    """
+
+    def __init__(self, database: DatabaseFencing, *, block: int = 1000) -> None:
+        if block < 1:
+            raise ValueError("a block holds at least one token")
+        self._database = database
+        self._block = block
+        self._next = 1
+        self._last = 0  # the last token of the reserved block
+        self._reserving = asyncio.Lock()
+
+    async def next_token(self) -> int:
+        if self._next > self._last:
+            async with self._reserving:
+                if self._next > self._last:
+                    tokens = await self._database.next_tokens(self._block)
+                    self._next, self._last = tokens[0], tokens[-1]
+        token = self._next
+        self._next += 1
+        return token
 
 
 class DatabaseLocks:

@@ -3,7 +3,7 @@
 With Redis, the one-publisher rule and fencing fail over to the database (see
 failover.py), the key cache and registry live in Redis, and the bus is Redis
 Pub/Sub. Without it, everything is in this process; fencing tokens still come from
-the database so they keep growing across restarts.
+blocks reserved in the database so they keep growing across restarts.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from .database import DatabaseFencing, DatabaseLocks
+from .database import DatabaseFencing, DatabaseLocks, ReservedFencing
 from .failover import FailoverFencing, FailoverLocks
 from .inprocess import InProcessBus, InProcessKeyCache, InProcessLocks, InProcessRegistry
 from .interfaces import EventBus, FencingTokens, KeyCache, NodeRegistry, PublishLocks
@@ -57,7 +57,7 @@ def open_state(
         return StateEngines(
             bus=InProcessBus(),
             locks=InProcessLocks(ttl=lock_ttl),
-            fencing=fencing,
+            fencing=ReservedFencing(fencing),
             cache=InProcessKeyCache(),
             registry=InProcessRegistry(),
         )

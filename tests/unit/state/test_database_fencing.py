@@ -10,7 +10,7 @@ from sqlalchemy import delete
 
 from stream_sync.db import create_engine, session_factory
 from stream_sync.db.models import Counter
-from stream_sync.state.database import DatabaseFencing
+from stream_sync.state.database import DatabaseFencing, ReservedFencing
 
 from .database_engines import open_database
 
@@ -64,3 +64,19 @@ async def test_a_missing_counter_row_is_created(
             await session.execute(delete(Counter))
         await fencing.observe(7)
         assert await fencing.next_token() == 8
+
+
+async def test_reserved_blocks_grow_across_restarts_and_cost_one_write_a_block(
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str
+) -> None:
+    async with open_database(request, tmp_path, kind) as (engine, _):
+        database = DatabaseFencing(session_factory(engine))
+        fencing = ReservedFencing(database, block=10)
+        tokens = await asyncio.gather(*(fencing.next_token() for _ in range(15)))
+        assert sorted(tokens) == list(range(1, 16))
+        assert await database.current() == 20  # two blocks reserved, no more
+        restarted = ReservedFencing(DatabaseFencing(session_factory(engine)), block=10)
+        assert await restarted.next_token() == 21  # the rest of the block is skipped
+        assert await database.current() == 30
+        with pytest.raises(ValueError, match="at least one"):
+            ReservedFencing(database, block=0)
