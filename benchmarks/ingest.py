@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.ingest", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--scenarios", default="a,b50,b200,c,d", help="a (=a4096,a128), a4096, "
-                        "a128, b (=b50,b200), b50, b200, c, d; comma-separated")  # fmt: skip
+    parser.add_argument("--scenarios", default="a,b50,b200,b400,c,d",
+                        help="a (=a4096,a128), a4096, a128, b (=b50,b200), b50, b200, b400 "
+                        "(Redis and nginx only), c, d; comma-separated")  # fmt: skip
     parser.add_argument("--servers", default=",".join(SERVERS), help="embedded, redis, nginx")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions (median and range)")
     parser.add_argument("--quick", action="store_true", help="a fifth of the publishers, 5 s")
@@ -97,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     code_before = report.code_state()
     runs: list[dict[str, Any]] = []
-    steps = repeat * len(scenarios) * len(server_names)
+    steps = repeat * sum(
+        1 for s in scenarios for name in server_names if not s.servers or name in s.servers
+    )
     step = 0
     with ServerSet(server_names, nginx_workers=args.nginx_workers, keep=args.keep) as servers:
         need = channels_needed(scenarios)
@@ -110,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             for scenario in scenarios:
                 for name in order:
+                    if scenario.servers and name not in scenario.servers:
+                        continue
                     step += 1
                     t0 = time.monotonic()
                     try:

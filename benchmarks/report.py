@@ -207,7 +207,7 @@ def markdown(doc: dict[str, Any]) -> str:
             rows,
         )
         out.append("")
-    b_keys = [k for k in ("b50", "b200") if any(run["scenario"] == k for run in runs)]
+    b_keys = [k for k in ("b50", "b200", "b400") if any(run["scenario"] == k for run in runs)]
     if b_keys:
         seconds = max(r.get("duration_s", 0) for r in runs if r["scenario"] in b_keys)
         out += [
@@ -365,6 +365,16 @@ def _targets(runs: list[Run], folded: dict[tuple[str, str], Folded]) -> list[str
         if a is not None and a.median("MBps") is not None:
             mbps = a.median("MBps") or 0.0
             add("a4096: >= 400 MB/s", server, f"{mbps:.0f} MB/s", mbps >= 400)
+    b400 = folded.get(("b400", "redis"))
+    if b400 is not None:
+        fails = sum(r.get("failures", 0) for r in b400.runs)
+        low = min(b400.values("ingested_ratio"), default=0.0)
+        add(
+            "b400 (Redis, 2 workers): 0 failures, ingested/offered >= 99.5 %",
+            "redis",
+            f"{fails} failures, {low * 100:.2f} % (worst)",
+            fails == 0 and low >= 0.995,
+        )
     storm = folded.get(("c", "redis"))
     if storm is not None:
         p99 = storm.median("start_ms_p99")

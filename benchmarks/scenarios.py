@@ -46,6 +46,8 @@ class Scenario:
     duration: float  # seconds of media (realtime) or of sending (fast)
     spread: float = 0.0
     chunk_size: int = 4096
+    nginx_workers: int | None = None  # the reference's worker_processes, if not --nginx-workers
+    servers: tuple[str, ...] = ()  # the servers it is for, if not all
 
     def scaled(self, *, quick: bool, duration: float | None) -> Scenario:
         """--quick: a smoke test (a fifth of the publishers, short); --duration overrides."""
@@ -78,6 +80,17 @@ SCENARIOS = {
         ),
         Scenario("b50", "(b) 50 real-time publishers", Mode.REALTIME, 50, 30, 2),
         Scenario("b200", "(b) 200 real-time publishers", Mode.REALTIME, 200, 30, 2),
+        # Both cores: stream-sync on Redis runs a worker per core, nginx two workers.
+        Scenario(
+            "b400",
+            "(b) 400 real-time publishers, two workers",
+            Mode.REALTIME,
+            400,
+            30,
+            2,
+            nginx_workers=2,
+            servers=("redis", "nginx"),  # the embedded engine runs one worker
+        ),
         Scenario("c", "(c) storm: 200 publishers connecting at once", Mode.REALTIME, 200, 10),
         Scenario("d", "(d) publish admission, key cache cold vs warm", Mode.ADMISSION, 50, 0),
     )
@@ -161,6 +174,8 @@ def state_services(server: Server) -> dict[str, list[int]]:
 
 def measure(server: Server, scenario: Scenario, options: Options) -> dict[str, Any]:
     """Start the server, run the scenario's load against it, stop it, return the numbers."""
+    if isinstance(server, Nginx):
+        server.workers = scenario.nginx_workers or server.default_workers
     server.start()
     profiler: subprocess.Popen[bytes] | None = None
     try:

@@ -287,10 +287,12 @@ def drop_redis_prefix(prefix: str) -> None:
 class Nginx(Server):
     def __init__(self, workdir: Path, *, workers: int = 1) -> None:
         super().__init__("nginx", workdir)
-        self.workers = workers
+        self.workers = self.default_workers = workers  # a scenario may ask for more
         self.stat_port = 0
         self.conf = workdir / "nginx.conf"
-        self.notes.append(f"nginx-rtmp: master + {workers} worker, RTMP access log on (default)")
+        self.notes.append(
+            f"nginx-rtmp: master + {workers} worker (b400: 2), RTMP access log on (default)"
+        )
 
     def names(self, count: int) -> list[str]:
         return [f"bench{i}" for i in range(count)]
