@@ -446,12 +446,15 @@ def _code_lines(doc: dict[str, Any]) -> list[str]:
         "log level info (the default)",
         f"- stream-sync hot path: {before['hot_path']}",
     ]
-    if before != after:
+    measured = ("sources", "hot_path")
+    if any(before.get(k) != after.get(k) for k in measured):
         lines.append(
             f"- **stream-sync changed during the run** (now {after['revision']}, sources "
             f"{after['sources']}, hot path: {after['hot_path']}): later repetitions "
             "measured other code than earlier ones"
         )
+    elif before != after:  # a commit of other files (docs, tests): the same code ran
+        lines.append(f"- committed meanwhile as {after['revision']}, the same sources")
     return lines
 
 
