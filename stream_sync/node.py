@@ -160,6 +160,7 @@ class Node:
             redis_url=settings.redis_url,
             prefix=settings.redis_prefix,
             lock_ttl=settings.lock_ttl,
+            control_only=roles == {Role.INGEST},  # it acts on control events alone
         )
         self.bus = self.state.bus
         self.checker = KeyChecker(

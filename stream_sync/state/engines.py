@@ -51,7 +51,9 @@ def open_state(
     redis_url: str | None,
     prefix: str = "ss",
     lock_ttl: float = 10.0,
+    control_only: bool = False,
 ) -> StateEngines:
+    """``control_only``: the bus hears CONTROL_EVENTS only (a process that runs ingest alone)."""
     fencing = DatabaseFencing(sessions)
     if redis_url is None:
         return StateEngines(
@@ -61,7 +63,7 @@ def open_state(
             cache=InProcessKeyCache(),
             registry=InProcessRegistry(),
         )
-    redis = RedisState.connect(redis_url, prefix, lock_ttl=lock_ttl)
+    redis = RedisState.connect(redis_url, prefix, lock_ttl=lock_ttl, control_only=control_only)
     return StateEngines(
         bus=redis.bus,
         locks=FailoverLocks(redis.locks, DatabaseLocks(sessions, ttl=lock_ttl)),

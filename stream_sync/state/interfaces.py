@@ -265,3 +265,8 @@ class EventBus(Protocol):
         StreamStats only with ``stats``: they are most of the bus's traffic, and only
         the live views want them.
         """
+
+
+# What ingest nodes act on; on Redis they travel on a channel of their own, so a node
+# that runs nothing but ingest need not hear the lifecycle of every stream.
+CONTROL_EVENTS = (KeyRevoked, StopRequested, DrainRequested)

@@ -46,7 +46,15 @@ from .inprocess import (
     check_successor,
     check_ttl,
 )
-from .interfaces import BusEvent, CachedKey, KeyState, Lease, NodeInfo, StreamStats
+from .interfaces import (
+    CONTROL_EVENTS,
+    BusEvent,
+    CachedKey,
+    KeyState,
+    Lease,
+    NodeInfo,
+    StreamStats,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -197,6 +205,7 @@ class RedisState:
         lock_ttl: float = DEFAULT_LOCK_TTL,
         timeout: float = DEFAULT_TIMEOUT,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        control_only: bool = False,
     ) -> None:
         if not prefix:
             raise ValueError("the Redis key prefix must not be empty")
@@ -208,7 +217,7 @@ class RedisState:
         self.key_cache = RedisKeyCache(self)
         self.locks = RedisLocks(self, ttl=lock_ttl)
         self.registry = RedisRegistry(self)
-        self.bus = RedisBus(self, queue_size=queue_size)
+        self.bus = RedisBus(self, queue_size=queue_size, control_only=control_only)
 
     @classmethod
     def connect(
@@ -220,6 +229,7 @@ class RedisState:
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        control_only: bool = False,
     ) -> RedisState:
         """A client for url; nothing is sent yet, so a node starts while Redis is down.
 
@@ -247,6 +257,7 @@ class RedisState:
             lock_ttl=lock_ttl,
             timeout=timeout,
             queue_size=queue_size,
+            control_only=control_only,
         )
 
     def key(self, *parts: object) -> str:
@@ -580,10 +591,16 @@ class RedisBus:
     PING_AFTER = 5.0  # idle seconds before the reader checks the connection
     PING_ANSWER = 3.0  # seconds a PING may take before the connection counts as dead
 
-    def __init__(self, state: RedisState, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
+    def __init__(
+        self, state: RedisState, queue_size: int = DEFAULT_QUEUE_SIZE, *, control_only: bool = False
+    ) -> None:
         self._state = state
         self.channel = state.key("events")
         self.stats_channel = state.key("stats")
+        self.control_channel = state.key("control")
+        # An ingest-only process acts on CONTROL_EVENTS alone: it does not even receive
+        # the lifecycle events and statistics of every stream in the cluster.
+        self.control_only = control_only
         self._fanout = FanOut(queue_size)
         self._reader: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()  # set while the reader is subscribed
@@ -597,7 +614,8 @@ class RedisBus:
             await self.publish_stats([event])
             return
         data = _json(encode_event(event))
-        await self._state.run(self._publish(self.channel, data))
+        channel = self.control_channel if isinstance(event, CONTROL_EVENTS) else self.channel
+        await self._state.run(self._publish(channel, data))
 
     async def publish_stats(self, batch: Sequence[StreamStats]) -> None:
         for start in range(0, len(batch), STATS_PER_MESSAGE):
@@ -606,7 +624,12 @@ class RedisBus:
             await self._state.run(self._publish(self.stats_channel, data))
 
     def subscribe(self, *, stats: bool = False) -> InProcessSubscription:
-        """Registered at once; the shared reader starts with the first subscription."""
+        """Registered at once; the shared reader starts with the first subscription.
+
+        On a control-only bus, the subscription hears CONTROL_EVENTS only.
+        """
+        if self.control_only and stats:
+            raise RuntimeError("a control-only event bus hears no statistics")
         subscription = self._fanout.subscribe(stats=stats)
         if self._reader is None and not self._closed:
             self._reader = asyncio.get_running_loop().create_task(
@@ -685,9 +708,12 @@ class RedisBus:
 
     async def _subscribe(self, pubsub: PubSub) -> None:
         async with asyncio.timeout(self._state.timeout):
-            await pubsub.subscribe(self.channel, self.stats_channel)
+            channels = [self.control_channel]
+            if not self.control_only:
+                channels += [self.channel, self.stats_channel]
+            await pubsub.subscribe(*channels)
             confirmed = 0
-            while confirmed < 2:  # the confirmations: from here on, nothing published is missed
+            while confirmed < len(channels):  # from here on, nothing published is missed
                 message = await pubsub.get_message(timeout=self._state.timeout)
                 if message is not None and message["type"] == "subscribe":
                     confirmed += 1

@@ -20,6 +20,7 @@ from stream_sync.state.interfaces import (
     NodeInfo,
     NodeLost,
     NodeUp,
+    StopRequested,
     StreamStats,
 )
 from stream_sync.state.redis import RedisState
@@ -135,6 +136,27 @@ async def test_a_second_state_hears_the_first(redis: RedisState) -> None:
         assert await next_event(subscription) == NodeLost("ingest-b")
     finally:
         await other.close()
+
+
+async def test_a_control_only_bus_hears_control_events_alone(redis: RedisState) -> None:
+    """An ingest-only process: not the lifecycle of every stream, nor their statistics."""
+    ingest = RedisState.connect(REDIS_URL, redis.prefix, control_only=True)
+    everything = redis.bus.subscribe()
+    try:
+        with pytest.raises(RuntimeError, match="no statistics"):
+            ingest.bus.subscribe(stats=True)
+        subscription = ingest.bus.subscribe()
+        await ingest.bus.ready()
+        await redis.bus.ready()
+        await redis.bus.publish(NodeLost("ingest-b"))  # lifecycle: not for it
+        await redis.bus.publish(StopRequested(7, "kicked"))
+        assert await next_event(subscription) == StopRequested(7, "kicked")
+        await ingest.bus.publish(NodeLost("ingest-c"))  # what it publishes, all others hear
+        heard = [await next_event(everything) for _ in range(3)]
+        assert heard == [NodeLost("ingest-b"), StopRequested(7, "kicked"), NodeLost("ingest-c")]
+    finally:
+        everything.close()
+        await ingest.close()
 
 
 async def test_close_ends_subscriptions(redis: RedisState) -> None:
