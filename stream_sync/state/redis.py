@@ -574,9 +574,10 @@ class RedisRegistry:
 class RedisBus:
     """Pub/Sub, heard by one reader task fanning out to local subscribers.
 
-    Lifecycle events go on one channel, statistics on another: each node sends its
-    streams' statistics as one message a second (STATS_PER_MESSAGE streams at most),
-    and a process whose subscribers don't want them doesn't decode them.
+    Three channels: lifecycle events; statistics, each node's streams as one message
+    a second (STATS_PER_MESSAGE streams at most), decoded only if a local subscriber
+    wants them; and CONTROL_EVENTS, the only one a control-only bus (a process that
+    runs nothing but ingest) subscribes to.
 
     The reader starts with the first subscription. When Redis goes away it
     reconnects with backoff (0.1 s doubling to 2 s) and resubscribes; subscribers
