@@ -3,9 +3,15 @@
 Each function locks the channel row, rebuilds the channel's `ChannelState` from its
 open session row, runs one pure transition (monitor/status.py), and writes what it
 says: sessions opened, continued or closed, the new state, and `StatusChanged`
-events staged in the outbox with the channel's next sequence number. Whichever
+events staged in the outbox with the channel's next sequence numbers. Whichever
 process calls it (the ingest node for publishes and media, the monitor for grace
 expiry and lost nodes) applies the same rules to the same truth.
+
+Every publish costs a start and an end here, so a transition is built to be cheap:
+SQLAlchemy Core without the ORM, one read of the channel and its open session
+together, the effects folded in memory, then one write per touched row and one for
+all its events (`_Unit`). In a storm of hundreds of publishers this path, not the
+media, decided what a publish cost.
 
 Callers publish the returned events on the bus after the commit.
 """
@@ -13,13 +19,14 @@ Callers publish the returned events on the bus after the commit.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import Insert, Select, Table, Update, and_, bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from ..credentials.errors import ChannelNotFound
 from ..db.models import Channel, PublishSession
@@ -29,6 +36,39 @@ from . import status as machine
 from .status import ChannelState, EndKind, EndReason, Status, Transition
 
 Sessions = async_sessionmaker[AsyncSession]
+# The id of a session row not inserted yet: the unit inserts it at the end, with its
+# final values, and puts the real id into the events that name it.
+_NEW = -1
+_table = cast(Table, PublishSession.__table__)
+# What a transition needs of the open session: its state, and what folding a
+# publish's summary into it reads.
+_ROW = tuple(
+    _table.c[name]
+    for name in (
+        "id",
+        "status",
+        "test",
+        "publishing",
+        "media",
+        "grace_until",
+        "pending_reason",
+        "status_since",
+        "started_at",
+        "publishes",
+        "media_bytes",
+        "video_frames",
+        "audio_frames",
+        "video_codec",
+        "audio_codec",
+        "encoder",
+        "width",
+        "height",
+        "fps",
+        "peak_kbps",
+        "avg_kbps",
+        "health_issues",
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,104 +100,74 @@ def _moment(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-async def _channel(session: AsyncSession, channel_id: int) -> Channel:
-    """The channel row, locked first: the order key changes and deletion use too.
-
-    PostgreSQL: FOR NO KEY UPDATE (it does not block foreign-key checks). SQLite has
-    no row locks and starts a transaction's write lock only at its first write, so a
-    no-op UPDATE comes first: from then on nobody else writes until we commit.
-    """
-    query = select(Channel).where(Channel.id == channel_id)
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        query = query.with_for_update(key_share=True)
-    else:
-        await session.execute(
-            update(Channel).where(Channel.id == channel_id).values(event_seq=Channel.event_seq)
-        )
-    channel = (await session.scalars(query)).one_or_none()
-    if channel is None:
-        raise ChannelNotFound("the channel was deleted")
-    return channel
-
-
 def _cut(value: str | None, limit: int) -> str | None:
     """Longer values are cut, not refused: a strange address never loses a session."""
     return None if value is None else value[:limit]
 
 
-async def _open_row(session: AsyncSession, channel_id: int) -> PublishSession | None:
-    query = select(PublishSession).where(
-        PublishSession.channel_id == channel_id, PublishSession.ended_at.is_(None)
-    )
-    return (await session.scalars(query.execution_options(populate_existing=True))).one_or_none()
+@dataclass(slots=True)
+class _Unit:
+    """One channel's transaction: read once under the channel's lock, written at the end.
 
+    Transitions change `state` and collect row values and events in memory; `write`
+    then sends one statement per touched session row and one for the channel's
+    sequence numbers and the outbox rows.
+    """
 
-def _state(row: PublishSession | None) -> ChannelState:
-    if row is None:
-        return ChannelState()
-    return ChannelState(
-        status=Status(row.status),
-        session_id=row.id,
-        test=row.test,
-        publishing=row.publishing,
-        media=row.media,
-        grace_until=row.grace_until,
-        pending_reason=EndReason(row.pending_reason) if row.pending_reason else None,
-        since=row.status_since,
-    )
+    connection: AsyncConnection
+    channel_id: int
+    grace_seconds: int | None
+    test_mode: bool
+    row: Mapping[Any, Any] | None  # the open session, as read
+    state: ChannelState
+    node: str
+    now: float
+    rows: dict[int, dict[str, Any]] = field(default_factory=dict)  # session id -> values
+    events: list[Any] = field(default_factory=list)
 
-
-async def _apply(
-    session: AsyncSession,
-    channel: Channel,
-    transition: Transition,
-    *,
-    now: float,
-    node: str,
-    on_open: Callable[[bool], PublishSession] | None = None,
-    on_continue: Callable[[PublishSession], None] | None = None,
-) -> tuple[ChannelState, list[StatusChanged]]:
-    state = transition.state
-    events: list[StatusChanged] = []
-    closed: int | None = None
-    for effect in transition.effects:
-        if isinstance(effect, machine.CloseSession):
-            closed = effect.session_id
-            await session.execute(
-                update(PublishSession)
-                .where(PublishSession.id == effect.session_id, PublishSession.ended_at.is_(None))
-                .values(
-                    ended_at=_moment(now),
+    def apply(
+        self,
+        transition: Transition,
+        *,
+        opened: Callable[[bool], dict[str, Any]] | None = None,
+        continued: dict[str, Any] | None = None,
+    ) -> list[StatusChanged]:
+        """Fold one transition in; returns its status events (their seq comes at write)."""
+        state = transition.state
+        changes: list[StatusChanged] = []
+        closed: int | None = None
+        for effect in transition.effects:
+            if isinstance(effect, machine.CloseSession):
+                closed = effect.session_id
+                self._set(
+                    closed,
+                    ended_at=_moment(self.now),
                     end_reason=str(effect.reason),
                     status=str(Status.OFFLINE),
                     publishing=False,
                     media=False,
                     grace_until=None,
                     pending_reason=None,
-                    status_since=now,
+                    status_since=self.now,
                 )
-                .execution_options(synchronize_session=False)
-            )
-        elif isinstance(effect, machine.OpenSession):
-            if on_open is None:
-                raise RuntimeError("a transition opened a session where none can start")
-            row = on_open(effect.test)
-            session.add(row)
-            await session.flush()
-            state = machine.session_opened(state, row.id)
-        elif isinstance(effect, machine.ContinueSession):
-            continued = await session.get(PublishSession, effect.session_id)
-            if continued is not None and on_continue is not None:
-                on_continue(continued)
-        elif isinstance(effect, machine.StatusChange):
-            about = state.session_id if state.session_id is not None else closed
-            event = machine.status_event(channel.id, effect, session_id=about, at=now, node=node)
-            events.append(await outbox.stage(session, event))
-    if state.session_id is not None:
-        await session.execute(
-            update(PublishSession)
-            .where(PublishSession.id == state.session_id, PublishSession.ended_at.is_(None))
-            .values(
+            elif isinstance(effect, machine.OpenSession):
+                if opened is None:
+                    raise RuntimeError("a transition opened a session where none can start")
+                self.rows[_NEW] = opened(effect.test)
+                state = machine.session_opened(state, _NEW)
+            elif isinstance(effect, machine.ContinueSession):
+                if continued is not None:
+                    self._set(effect.session_id, **continued)
+            elif isinstance(effect, machine.StatusChange):
+                about = state.session_id if state.session_id is not None else closed
+                changes.append(
+                    machine.status_event(
+                        self.channel_id, effect, session_id=about, at=self.now, node=self.node
+                    )
+                )
+        if state.session_id is not None:
+            self._set(
+                state.session_id,
                 status=str(state.status),
                 test=state.test,
                 publishing=state.publishing,
@@ -166,9 +176,121 @@ async def _apply(
                 pending_reason=str(state.pending_reason) if state.pending_reason else None,
                 status_since=state.since,
             )
-            .execution_options(synchronize_session=False)
+        self.state = state
+        self.events += changes
+        return changes
+
+    def _set(self, session_id: int, **values: Any) -> None:
+        self.rows.setdefault(session_id, {}).update(values)
+
+    async def write(self) -> None:
+        """Send what the transitions decided; the staged events replace `events`."""
+        ids: dict[int, int] = {}
+        for session_id, values in self.rows.items():  # a close before an insert
+            if session_id == _NEW:
+                inserted = await self.connection.scalar(_insert(tuple(values)), values)
+                if inserted is None:  # pragma: no cover - RETURNING always returns the row
+                    raise RuntimeError("the new session row has no id")
+                ids[_NEW] = inserted
+            else:
+                await self.connection.execute(
+                    _update(tuple(values)), {**values, "row_id": session_id}
+                )
+        if ids and self.state.session_id == _NEW:
+            self.state = machine.session_opened(self.state, ids[_NEW])
+        self.events = await outbox.stage_all(
+            self.connection,
+            self.channel_id,
+            [_with_session(event, ids) for event in self.events],
         )
-    return state, events
+
+
+# Statements are built once per column set and reused: building one per call (its
+# bind parameters, its cache key) cost more than sending it.
+@functools.cache
+def _insert(columns: tuple[str, ...]) -> Insert:
+    return (
+        insert(_table)
+        .values({name: bindparam(name, type_=_table.c[name].type) for name in columns})
+        .returning(_table.c.id)
+    )
+
+
+@functools.cache
+def _update(columns: tuple[str, ...]) -> Update:
+    return (
+        update(_table)
+        .where(_table.c.id == bindparam("row_id"), _table.c.ended_at.is_(None))
+        .values({name: bindparam(name, type_=_table.c[name].type) for name in columns})
+    )
+
+
+def _with_session(event: Any, ids: Mapping[int, int]) -> Any:
+    if ids and event.session_id == _NEW:
+        return dataclasses.replace(event, session_id=ids[_NEW])
+    return event
+
+
+_channels = cast(Table, Channel.__table__)
+_sessions = _table
+_UNIT = (
+    select(_channels.c.grace_seconds, _channels.c.test_mode, *_ROW)
+    .select_from(_channels)
+    .outerjoin(
+        _sessions, and_(_sessions.c.channel_id == _channels.c.id, _sessions.c.ended_at.is_(None))
+    )
+    .where(_channels.c.id == bindparam("channel_id"))
+)
+_UNIT_LOCKED = _UNIT.with_for_update(key_share=True, of=_channels)
+_WRITE_LOCK = (
+    update(_channels)
+    .where(_channels.c.id == bindparam("channel_id"))
+    .values(event_seq=_channels.c.event_seq)
+)
+
+
+async def _unit(connection: AsyncConnection, channel_id: int, *, node: str, now: float) -> _Unit:
+    """Lock the channel row, then read it with its open session in one query.
+
+    The lock comes first, as in key changes and deletion. PostgreSQL: FOR NO KEY
+    UPDATE of the channel (it does not block foreign-key checks). SQLite has no row
+    locks and starts a transaction's write lock only at its first write, so a no-op
+    UPDATE comes first: from then on nobody else writes until we commit.
+    """
+    query: Select[Any] = _UNIT
+    if connection.dialect.name == "postgresql":
+        query = _UNIT_LOCKED
+    else:
+        await connection.execute(_WRITE_LOCK, {"channel_id": channel_id})
+    found = (await connection.execute(query, {"channel_id": channel_id})).mappings().one_or_none()
+    if found is None:
+        raise ChannelNotFound("the channel was deleted")
+    row = found if found["id"] is not None else None
+    return _Unit(
+        connection=connection,
+        channel_id=channel_id,
+        grace_seconds=found["grace_seconds"],
+        test_mode=found["test_mode"],
+        row=row,
+        state=_state(row),
+        node=node,
+        now=now,
+    )
+
+
+def _state(row: Mapping[Any, Any] | None) -> ChannelState:
+    if row is None:
+        return ChannelState()
+    return ChannelState(
+        status=Status(row["status"]),
+        session_id=row["id"],
+        test=row["test"],
+        publishing=row["publishing"],
+        media=row["media"],
+        grace_until=row["grace_until"],
+        pending_reason=EndReason(row["pending_reason"]) if row["pending_reason"] else None,
+        since=row["status_since"],
+    )
 
 
 async def publish_started(
@@ -188,53 +310,49 @@ async def publish_started(
     Returns the PublishStarted event as staged (session id, sequence number), the
     status outcome, and the channel's grace period for this session.
     """
+    node = event.node[:64]
+    address = _cut(remote_address, 64)
     async with sessions() as session, session.begin():
-        channel = await _channel(session, event.channel_id)
-        grace = float(channel.grace_seconds) if channel.grace_seconds is not None else default_grace
-        test = test or channel.test_mode
-        row = await _open_row(session, channel.id)
-        transition = machine.publish_accepted(_state(row), now=now, test=test, grace=grace)
+        unit = await _unit(await session.connection(), event.channel_id, node=event.node, now=now)
+        grace = float(unit.grace_seconds) if unit.grace_seconds is not None else default_grace
+        test = test or unit.test_mode
 
-        def opened(test_session: bool) -> PublishSession:
-            return PublishSession(
-                channel_id=channel.id,
-                key_id=event.key_id,
-                node=event.node[:64],
-                remote_address=_cut(remote_address, 64),
-                started_at=_moment(now),
-                fencing_token=fencing_token,
-                test=test_session,
-                publishes=1,
-                media_bytes=0,
-                video_frames=0,
-                audio_frames=0,
-            )
+        def opened(test_session: bool) -> dict[str, Any]:
+            return {
+                "channel_id": event.channel_id,
+                "key_id": event.key_id,
+                "node": node,
+                "remote_address": address,
+                "started_at": _moment(now),
+                "fencing_token": fencing_token,
+                "test": test_session,
+                "publishes": 1,
+                "media_bytes": 0,
+                "video_frames": 0,
+                "audio_frames": 0,
+            }
 
-        def continued(existing: PublishSession) -> None:
-            existing.key_id = event.key_id
-            existing.node = event.node[:64]
-            existing.remote_address = _cut(remote_address, 64)
-            existing.fencing_token = fencing_token
-            existing.publishes += 1
-
-        state, events = await _apply(
-            session,
-            channel,
-            transition,
-            now=now,
-            node=event.node,
-            on_open=opened,
-            on_continue=continued,
+        changes = unit.apply(
+            machine.publish_accepted(unit.state, now=now, test=test, grace=grace),
+            opened=opened,
+            continued={
+                "key_id": event.key_id,
+                "node": node,
+                "remote_address": address,
+                "fencing_token": fencing_token,
+                "publishes": unit.row["publishes"] + 1 if unit.row else 1,
+            },
         )
-        staged = await outbox.stage(
-            session, dataclasses.replace(event, session_id=state.session_id)
-        )
+        unit.events.append(dataclasses.replace(event, session_id=unit.state.session_id))
         if media:
-            state, flowing = await _apply(
-                session, channel, machine.media_flowing(state, now=now), now=now, node=event.node
-            )
-            events += flowing
-    return staged, Outcome(events, state.session_id), grace
+            changes += unit.apply(machine.media_flowing(unit.state, now=now))
+        await unit.write()
+    staged: PublishStarted = next(e for e in unit.events if isinstance(e, PublishStarted))
+    return staged, Outcome(_status(unit.events), unit.state.session_id), grace
+
+
+def _status(events: Iterable[Any]) -> list[StatusChanged]:
+    return [event for event in events if isinstance(event, StatusChanged)]
 
 
 async def media_flowing(sessions: Sessions, *, channel_id: int, now: float, node: str) -> Outcome:
@@ -258,13 +376,12 @@ async def _simple(
 ) -> Outcome:
     """One transition that needs nothing but the channel's open session."""
     async with sessions() as session, session.begin():
-        channel = await _channel(session, channel_id)
-        row = await _open_row(session, channel_id)
-        if row is None:
+        unit = await _unit(await session.connection(), channel_id, node=node, now=now)
+        if unit.row is None:
             return Outcome([], None)
-        transition = step(_state(row), now=now, **arguments)
-        state, events = await _apply(session, channel, transition, now=now, node=node)
-    return Outcome(events, state.session_id)
+        unit.apply(step(unit.state, now=now, **arguments))
+        await unit.write()
+    return Outcome(_status(unit.events), unit.state.session_id)
 
 
 async def publish_ended(
@@ -278,43 +395,49 @@ async def publish_ended(
 ) -> tuple[PublishEnded, Outcome]:
     """Fold the publish into its session, then let the machine decide what happens next."""
     async with sessions() as session, session.begin():
-        channel = await _channel(session, event.channel_id)
-        row = await _open_row(session, channel.id)
-        if row is None or (event.session_id is not None and row.id != event.session_id):
+        unit = await _unit(await session.connection(), event.channel_id, node=event.node, now=now)
+        row = unit.row
+        if row is None or (event.session_id is not None and row["id"] != event.session_id):
             # Its session was closed meanwhile (a lost node, grace elsewhere): only record it.
-            staged = await outbox.stage(session, event)
-            return staged, Outcome([], None)
-        row.media_bytes += event.media_bytes
-        row.video_frames += event.video_frames
-        row.audio_frames += event.audio_frames
-        row.video_codec = _cut(event.video_codec, 16) or row.video_codec
-        row.audio_codec = _cut(event.audio_codec, 16) or row.audio_codec
-        _fold(row, summary, now)
-        state, events = await _apply(
-            session,
-            channel,
-            machine.publish_ended(_state(row), now=now, kind=kind, grace=grace),
-            now=now,
-            node=event.node,
-        )
-        staged = await outbox.stage(session, event)
-    return staged, Outcome(events, state.session_id)
+            unit.events.append(event)
+            await unit.write()
+            return unit.events[0], Outcome([], None)
+        media_bytes = row["media_bytes"] + event.media_bytes
+        unit.rows[row["id"]] = {
+            "media_bytes": media_bytes,
+            "video_frames": row["video_frames"] + event.video_frames,
+            "audio_frames": row["audio_frames"] + event.audio_frames,
+            "video_codec": _cut(event.video_codec, 16) or row["video_codec"],
+            "audio_codec": _cut(event.audio_codec, 16) or row["audio_codec"],
+            **_fold(row, summary, now, media_bytes=media_bytes),
+        }
+        unit.apply(machine.publish_ended(unit.state, now=now, kind=kind, grace=grace))
+        unit.events.append(event)
+        await unit.write()
+    return unit.events[-1], Outcome(_status(unit.events), unit.state.session_id)
 
 
-def _fold(row: PublishSession, summary: Summary, now: float) -> None:
-    row.encoder = _cut(summary.encoder, 128) or row.encoder
-    row.width = summary.width or row.width
-    row.height = summary.height or row.height
-    row.fps = summary.fps or row.fps
+def _fold(
+    row: Mapping[Any, Any], summary: Summary, now: float, *, media_bytes: int
+) -> dict[str, Any]:
+    """The history columns with one publish's summary folded in (every column, always)."""
+    peak = row["peak_kbps"]
     if summary.peak_kbps is not None:
-        row.peak_kbps = max(row.peak_kbps or 0.0, summary.peak_kbps)
-    seen = set(row.health_issues or ()) | set(summary.health_issues)
-    row.health_issues = sorted(seen)
-    duration = now - _epoch(row.started_at)
+        peak = max(peak or 0.0, summary.peak_kbps)
+    duration = now - _epoch(row["started_at"])
+    average = row["avg_kbps"]
     if duration > 0:
-        media_bytes = row.media_bytes + summary.running_bytes
-        row.avg_kbps = round(media_bytes * 8 / 1000 / duration, 1)
-    row.last_update_at = _moment(now)
+        average = round((media_bytes + summary.running_bytes) * 8 / 1000 / duration, 1)
+    return {
+        "encoder": _cut(summary.encoder, 128) or row["encoder"],
+        "width": summary.width or row["width"],
+        "height": summary.height or row["height"],
+        "fps": summary.fps or row["fps"],
+        "peak_kbps": peak,
+        "health_issues": sorted(set(row["health_issues"] or ()) | set(summary.health_issues)),
+        "avg_kbps": average,
+        "last_update_at": _moment(now),
+    }
 
 
 async def update_summaries(
@@ -322,19 +445,28 @@ async def update_summaries(
 ) -> None:
     """Keep live sessions' history current, so a lost node's last minutes are not lost.
 
-    One transaction for all of a node's sessions: at hundreds of publishers, one
-    transaction each would cost more than ingesting their media.
+    One transaction for all of a node's sessions, one read and one batched write: at
+    hundreds of publishers, a statement each would cost more than their media.
     """
     if not summaries:
         return
     async with sessions() as session, session.begin():
-        rows = await session.scalars(
-            select(PublishSession)
-            .where(PublishSession.id.in_(list(summaries)), PublishSession.ended_at.is_(None))
-            .execution_options(populate_existing=True)
-        )
-        for row in rows:
-            _fold(row, summaries[row.id], now)
+        connection = await session.connection()
+        rows = (
+            await connection.execute(
+                select(*_ROW).where(_table.c.id.in_(list(summaries)), _table.c.ended_at.is_(None))
+            )
+        ).mappings()
+        values: list[dict[str, Any]] = [
+            {
+                "row_id": row["id"],
+                **_fold(row, summaries[row["id"]], now, media_bytes=row["media_bytes"]),
+            }
+            for row in rows
+        ]
+        if values:
+            columns = tuple(name for name in values[0] if name != "row_id")
+            await connection.execute(_update(columns), values)
 
 
 async def expire_grace(

@@ -281,3 +281,51 @@ async def test_one_batch_updates_every_live_session_and_leaves_ended_ones(
     ]
     (after,) = await sessions_of(sessions, channel_id)
     assert after == before  # an ended session's row is final
+
+
+async def test_a_publish_after_grace_ran_out_closes_and_opens_in_one_transaction(
+    sessions: Sessions,
+) -> None:
+    """Expiry, the new session and its first media: each event names its own session."""
+    channel_id, key_id = await channel(sessions)
+    first, _ = await start(sessions, channel_id, key_id, T0)
+    await flowing(sessions, channel_id, T0 + 1)
+    await end(sessions, first, EndKind.ABRUPT, T0 + 10)  # grace runs until T0 + 40
+    staged, outcome, _ = await lifecycle.publish_started(
+        sessions,
+        event=PublishStarted(channel_id, key_id, "c2", None, "node-2"),
+        remote_address="192.0.2.9",
+        fencing_token=7,
+        test=False,
+        default_grace=GRACE,
+        now=T0 + 50,  # no tick ran: this transition expires the old session itself
+        media=True,
+    )
+    assert staged.session_id is not None
+    assert staged.session_id != first.session_id
+    assert outcome.session_id == staged.session_id
+    expired, live = outcome.status_events
+    assert (expired.status, expired.reason, expired.session_id) == (
+        "offline",
+        "grace expired",
+        first.session_id,
+    )
+    assert (live.status, live.session_id) == ("live", staged.session_id)
+    assert expired.seq < staged.seq < live.seq
+    async with sessions() as session:
+        stored = [event for _, event in await outbox.read_since(session, after_id=0)]
+    assert [event.seq for event in stored] == list(range(1, len(stored) + 1))
+    assert stored[-3:] == [expired, staged, live]
+    old, new = sorted(await sessions_of(sessions, channel_id), key=lambda row: row.id)
+    assert (old.end_reason, old.ended_at is not None) == ("grace expired", True)
+    assert new.ended_at is None
+    async with sessions() as session:
+        row = await session.get(PublishSession, staged.session_id)
+    assert row is not None
+    assert (row.status, row.media, row.publishing, row.node, row.fencing_token) == (
+        "live",
+        True,
+        True,
+        "node-2",
+        7,
+    )
