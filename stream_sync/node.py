@@ -306,7 +306,11 @@ class Node:
                 self.sessions, refusals=self.refusals, default_grace=settings.grace_period
             ),
             peers=self,
-            upkeep=Upkeep(stall_after=settings.stale_after, health=settings.health_thresholds()),
+            upkeep=Upkeep(
+                stall_after=settings.stale_after,
+                read_batch=settings.read_batch,
+                health=settings.health_thresholds(),
+            ),
             admission_timeout=settings.admission_timeout,
         )
         self.rtmp_port = await self._ingest.start(

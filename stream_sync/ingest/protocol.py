@@ -69,6 +69,8 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         self.session_id: int | None = None
         self.can_reconnect = False  # the client announced Enhanced RTMP reconnect support
         self.renewed_messages = -1  # media messages seen at the last lease renewal
+        self.read_mark = 1  # SO_RCVLOWAT now (ingest/batching.py)
+        self.marked_bytes = 0  # media bytes when the mark was last tuned
         # The monitor's view of this publish (see IngestServer's upkeep).
         self.meter: StreamMeter | None = None
         self.test = False

@@ -34,6 +34,7 @@ from ..state.interfaces import (
     StopRequested,
     StreamStats,
 )
+from . import batching
 from .admission import Admission, NodeView
 from .keycheck import KeyChecker
 from .protocol import RtmpProtocol
@@ -53,6 +54,7 @@ class Upkeep:
     stats_every: float = 1.0
     summary_every: float = 10.0
     stall_after: float = 3.0  # no media for this long: the status machine hears "stalled"
+    read_batch: float = 0.1  # seconds of a stream the kernel collects per read; 0: off
     health: HealthThresholds = field(default_factory=HealthThresholds)
 
 
@@ -191,9 +193,11 @@ class IngestServer:
     # Background duties ----------------------------------------------------------------------
 
     async def _sweep(self) -> None:
+        last = self.loop.time()
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             now = self.loop.time()
+            elapsed, last = now - last, now
             for proto in list(self.connections):
                 conn = proto.conn
                 if proto.linger_until is not None:
@@ -209,6 +213,23 @@ class IngestServer:
                 for proto in list(self.publishers.values()):
                     proto.stop_publish("This ingest server is shutting down.", "drained")
             self._watch_media()
+            self._batch_reads(elapsed)
+
+    def _batch_reads(self, elapsed: float) -> None:
+        """Retune each publisher's receive low-water mark (batching.py)."""
+        batch = self.upkeep.read_batch
+        if batch <= 0 or not batching.SUPPORTED:
+            return
+        limit = min(self.config.read_buffer_size // 2, batching.MAX_MARK)
+        for proto in list(self.publishers.values()):
+            transport = proto.transport
+            if transport is None or transport.is_closing():
+                continue
+            total = proto.conn.counters.media_bytes
+            sent, proto.marked_bytes = total - proto.marked_bytes, total
+            mark = batching.next_mark(proto.read_mark, sent, elapsed, batch, limit)
+            if mark != proto.read_mark and batching.set_mark(transport, mark):
+                proto.read_mark = mark
 
     def _watch_media(self) -> None:
         """Tell the status machine when media starts flowing, stalls, or flows again.
