@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import orjson
 import redis.asyncio
 from redis import exceptions as redis_errors
 from redis.asyncio.client import PubSub
@@ -621,7 +622,9 @@ class RedisBus:
     async def publish_stats(self, batch: Sequence[StreamStats]) -> None:
         for start in range(0, len(batch), STATS_PER_MESSAGE):
             part = batch[start : start + STATS_PER_MESSAGE]
-            data = _json([encode_event(stats) for stats in part])
+            # orjson: at hundreds of streams a second, the stdlib's encoder here and its
+            # decoder in the monitor cost more than the rest of the monitoring.
+            data = orjson.dumps([encode_event(stats) for stats in part])
             await self._state.run(self._publish(self.stats_channel, data))
 
     def subscribe(self, *, stats: bool = False) -> InProcessSubscription:
@@ -660,7 +663,7 @@ class RedisBus:
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
 
-    async def _publish(self, channel: str, data: str) -> None:
+    async def _publish(self, channel: str, data: str | bytes) -> None:
         if self._reader is not None and not self._first_attempt.is_set():
             # The reader is still starting: wait, so this process's subscribers hear
             # what it publishes after subscribe(), as with the in-process bus. (Once
@@ -743,7 +746,7 @@ class RedisBus:
         try:
             if not isinstance(data, bytes | str) or len(data) > MAX_EVENT_BYTES:
                 raise ValueError("not a bus event")
-            decoded = json.loads(data)
+            decoded = orjson.loads(data)
             if stats:
                 if not isinstance(decoded, list):
                     raise ValueError("statistics come in a list")
