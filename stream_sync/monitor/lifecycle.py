@@ -110,8 +110,8 @@ class _Unit:
     """One channel's transaction: read once under the channel's lock, written at the end.
 
     Transitions change `state` and collect row values and events in memory; `write`
-    then sends one statement per touched session row and one for the channel's
-    sequence numbers and the outbox rows.
+    then sends one statement per touched session row and two for all the events
+    (`outbox.stage_all`: the channel's sequence numbers, then the outbox rows).
     """
 
     connection: AsyncConnection
@@ -185,24 +185,21 @@ class _Unit:
 
     async def write(self) -> None:
         """Send what the transitions decided; the staged events replace `events`."""
-        ids: dict[int, int] = {}
+        inserted: int | None = None
         for session_id, values in self.rows.items():  # a close before an insert
             if session_id == _NEW:
                 inserted = await self.connection.scalar(_insert(tuple(values)), values)
                 if inserted is None:  # pragma: no cover - RETURNING always returns the row
                     raise RuntimeError("the new session row has no id")
-                ids[_NEW] = inserted
             else:
                 await self.connection.execute(
                     _update(tuple(values)), {**values, "row_id": session_id}
                 )
-        if ids and self.state.session_id == _NEW:
-            self.state = machine.session_opened(self.state, ids[_NEW])
-        self.events = await outbox.stage_all(
-            self.connection,
-            self.channel_id,
-            [_with_session(event, ids) for event in self.events],
-        )
+        if inserted is not None:
+            if self.state.session_id == _NEW:
+                self.state = machine.session_opened(self.state, inserted)
+            self.events = [_with_session(event, inserted) for event in self.events]
+        self.events = await outbox.stage_all(self.connection, self.channel_id, self.events)
 
 
 # Statements are built once per column set and reused: building one per call (its
@@ -225,9 +222,10 @@ def _update(columns: tuple[str, ...]) -> Update:
     )
 
 
-def _with_session(event: Any, ids: Mapping[int, int]) -> Any:
-    if ids and event.session_id == _NEW:
-        return dataclasses.replace(event, session_id=ids[_NEW])
+def _with_session(event: Any, inserted: int) -> Any:
+    """The event naming the inserted row where it named the row to be inserted."""
+    if event.session_id == _NEW:
+        return dataclasses.replace(event, session_id=inserted)
     return event
 
 

@@ -73,6 +73,17 @@ _REPORTED_MAX = 1000
 _reported: set[int] = set()
 
 
+# Built once: building a statement per call costs more than sending it.
+_channels = cast(Table, Channel.__table__)
+_ADVANCE = (
+    update(_channels)
+    .where(_channels.c.id == bindparam("channel_id"))
+    .values(event_seq=_channels.c.event_seq + bindparam("count", type_=BigInteger()))
+    .returning(_channels.c.event_seq)
+)
+_STAGE = insert(cast(Table, OutboxEvent.__table__))
+
+
 async def stage(session: AsyncSession, event: E) -> E:
     """Add an event to the outbox in the caller's open transaction (no commit).
 
@@ -96,31 +107,9 @@ async def stage(session: AsyncSession, event: E) -> E:
         )
         if seq is None:
             raise ChannelNotFound(f"there is no channel with id {channel_id}")
-        if any(field.name == "seq" for field in dataclasses.fields(event)):
-            event = dataclasses.replace(event, seq=seq)  # type: ignore[call-arg]
-    node: str | None = getattr(event, "node", None)
-    await session.execute(
-        insert(OutboxEvent).values(
-            created_at=utcnow(),
-            type=type(event).__name__,
-            channel_id=channel_id,
-            seq=seq,
-            node=node[:_NODE_MAX] if node else None,
-            payload=encode_event(event),
-        )
-    )
+        event = _numbered(event, seq)
+    await session.execute(_STAGE, _row(event, channel_id, seq, utcnow()))
     return event
-
-
-# Built once: building a statement per call costs more than sending it.
-_channels = cast(Table, Channel.__table__)
-_ADVANCE = (
-    update(_channels)
-    .where(_channels.c.id == bindparam("channel_id"))
-    .values(event_seq=_channels.c.event_seq + bindparam("count", type_=BigInteger()))
-    .returning(_channels.c.event_seq)
-)
-_STAGE = insert(cast(Table, OutboxEvent.__table__))
 
 
 async def stage_all(connection: AsyncConnection, channel_id: int, events: Sequence[E]) -> list[E]:
@@ -134,27 +123,37 @@ async def stage_all(connection: AsyncConnection, channel_id: int, events: Sequen
     last = await connection.scalar(_ADVANCE, {"channel_id": channel_id, "count": len(events)})
     if last is None:
         raise ChannelNotFound(f"there is no channel with id {channel_id}")
-    staged: list[E] = []
-    rows: list[dict[str, Any]] = []
+    first = last - len(events) + 1
+    staged = [_numbered(event, seq) for seq, event in enumerate(events, start=first)]
     now = utcnow()
-    for seq, event in enumerate(events, start=last - len(events) + 1):
-        numbered = event
-        if any(field.name == "seq" for field in dataclasses.fields(event)):
-            numbered = dataclasses.replace(event, seq=seq)  # type: ignore[call-arg]
-        node: str | None = getattr(event, "node", None)
-        staged.append(numbered)
-        rows.append(
-            {
-                "created_at": now,
-                "type": type(event).__name__,
-                "channel_id": channel_id,
-                "seq": seq,
-                "node": node[:_NODE_MAX] if node else None,
-                "payload": encode_event(numbered),
-            }
-        )
-    await connection.execute(_STAGE, rows)
+    await connection.execute(
+        _STAGE,
+        [
+            _row(event, channel_id, event_seq, now)
+            for event_seq, event in enumerate(staged, start=first)
+        ],
+    )
     return staged
+
+
+def _numbered(event: E, seq: int) -> E:
+    """The event with its sequence number, if it has a field for one."""
+    if any(field.name == "seq" for field in dataclasses.fields(event)):
+        return dataclasses.replace(event, seq=seq)  # type: ignore[call-arg]
+    return event
+
+
+def _row(event: BusEvent, channel_id: int | None, seq: int | None, now: datetime) -> dict[str, Any]:
+    """The outbox row of a staged event."""
+    node: str | None = getattr(event, "node", None)
+    return {
+        "created_at": now,
+        "type": type(event).__name__,
+        "channel_id": channel_id,
+        "seq": seq,
+        "node": node[:_NODE_MAX] if node else None,
+        "payload": encode_event(event),
+    }
 
 
 async def read_since(
