@@ -5,6 +5,10 @@ row and its events to the database (the outbox) before the bus announces them: t
 database is the truth, the bus the fast path. A recorder that cannot write (database
 down) does not stop the stream: ingest keeps going, says so in the log, and
 announces what it can.
+
+Starts and ends that come together (a reconnect storm, the end of a node) are
+written together, one transaction for many channels: a transaction per publish
+cost more than the media of its first seconds.
 """
 
 from __future__ import annotations
@@ -12,14 +16,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..audit.refusals import RefusalAggregator
+from ..credentials.errors import ChannelNotFound
 from ..monitor import lifecycle
 from ..monitor.status import EndKind
+from ..state.coalesce import Coalescer
 from ..state.interfaces import PublishEnded, PublishStarted, StatusChanged
 
 log = logging.getLogger("stream_sync.ingest")
@@ -73,6 +79,8 @@ class DatabaseRecorder:
         self._refusals = refusals
         self._default_grace = default_grace
         self._writes = asyncio.Semaphore(CONCURRENT_WRITES)
+        self._starts = Coalescer(self._start_many)
+        self._ends = Coalescer(self._end_many)
 
     async def started(
         self,
@@ -83,18 +91,9 @@ class DatabaseRecorder:
         test: bool,
         media: bool = False,
     ) -> tuple[PublishStarted, list[StatusChanged], float]:
+        start = lifecycle.Start(event, remote_address, fencing_token, test, media)
         try:
-            async with self._writes:
-                staged, outcome, grace = await lifecycle.publish_started(
-                    self._sessions,
-                    event=event,
-                    remote_address=remote_address,
-                    fencing_token=fencing_token,
-                    test=test,
-                    media=media,
-                    default_grace=self._default_grace,
-                    now=time.time(),
-                )
+            staged, outcome, grace = _or_raise(await self._starts(start))
         except Exception as exc:
             log.warning("could not record the start of a publish: %r", exc)
             return event, [], self._default_grace
@@ -103,20 +102,27 @@ class DatabaseRecorder:
     async def ended(
         self, event: PublishEnded, *, kind: EndKind, grace: float, summary: lifecycle.Summary
     ) -> tuple[PublishEnded, list[StatusChanged]]:
+        end = lifecycle.End(event, kind, grace, summary)
         try:
-            async with self._writes:
-                staged, outcome = await lifecycle.publish_ended(
-                    self._sessions,
-                    event=event,
-                    kind=kind,
-                    grace=grace,
-                    summary=summary,
-                    now=time.time(),
-                )
+            staged, outcome = _or_raise(await self._ends(end))
         except Exception as exc:
             log.warning("could not record the end of a publish: %r", exc)
             return event, []
         return staged, outcome.status_events
+
+    async def _start_many(
+        self, starts: Sequence[lifecycle.Start]
+    ) -> list[lifecycle.StartRecord | ChannelNotFound]:
+        async with self._writes:
+            return await lifecycle.publish_started_many(
+                self._sessions, starts, default_grace=self._default_grace, now=time.time()
+            )
+
+    async def _end_many(
+        self, ends: Sequence[lifecycle.End]
+    ) -> list[lifecycle.EndRecord | ChannelNotFound]:
+        async with self._writes:
+            return await lifecycle.publish_ended_many(self._sessions, ends, now=time.time())
 
     async def media(
         self, channel_id: int, *, flowing: bool, grace: float, node: str
@@ -148,3 +154,12 @@ class DatabaseRecorder:
         self, *, key_id: str | None, channel_id: int | None, address: str, reason: str
     ) -> None:
         self._refusals.note(key_id=key_id, channel_id=channel_id, address=address, reason=reason)
+
+
+R = TypeVar("R")
+
+
+def _or_raise(record: R | ChannelNotFound) -> R:
+    if isinstance(record, ChannelNotFound):
+        raise record
+    return record

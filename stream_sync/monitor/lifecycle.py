@@ -1,4 +1,4 @@
-"""The status machine applied to the database: one transaction per transition.
+"""The status machine applied to the database: each transition in a transaction.
 
 Each function locks the channel row, rebuilds the channel's `ChannelState` from its
 open session row, runs one pure transition (monitor/status.py), and writes what it
@@ -9,9 +9,11 @@ expiry and lost nodes) applies the same rules to the same truth.
 
 Every publish costs a start and an end here, so a transition is built to be cheap:
 SQLAlchemy Core without the ORM, one read of the channel and its open session
-together, the effects folded in memory, then one write per touched row and one for
-all its events (`_Unit`). In a storm of hundreds of publishers this path, not the
-media, decided what a publish cost.
+together, the effects folded in memory (`_Unit`), then one write per set of columns
+and two for all the events. Starts and ends come in storms (a node restarts, a
+network hiccups, a show ends), so many channels' transitions share a transaction
+and its statements (`publish_started_many`, `publish_ended_many`). In a storm of
+hundreds of publishers this path, not the media, decided what a publish cost.
 
 Callers publish the returned events on the bus after the commit.
 """
@@ -20,10 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Insert, Select, Table, Update, and_, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
@@ -107,15 +109,14 @@ def _cut(value: str | None, limit: int) -> str | None:
 
 @dataclass(slots=True)
 class _Unit:
-    """One channel's transaction: read once under the channel's lock, written at the end.
+    """One channel's part of a transaction: read under the channel's lock, written at the end.
 
-    Transitions change `state` and collect row values and events in memory; `write`
-    then sends one statement per touched session row and two for all the events
-    (`outbox.stage_all`: the channel's sequence numbers, then the outbox rows).
+    Transitions change `state` and collect row values and events in memory; `_write`
+    then sends the rows and events of every unit of the transaction together.
     """
 
-    connection: AsyncConnection
     channel_id: int
+    event_seq: int  # the channel's last sequence number, as read under its lock
     grace_seconds: int | None
     test_mode: bool
     row: Mapping[Any, Any] | None  # the open session, as read
@@ -183,23 +184,36 @@ class _Unit:
     def _set(self, session_id: int, **values: Any) -> None:
         self.rows.setdefault(session_id, {}).update(values)
 
-    async def write(self) -> None:
-        """Send what the transitions decided; the staged events replace `events`."""
-        inserted: int | None = None
-        for session_id, values in self.rows.items():  # a close before an insert
+
+async def _write(connection: AsyncConnection, units: Sequence[_Unit]) -> None:
+    """Send what the units' transitions decided; staged events replace their `events`.
+
+    One statement per set of columns, whatever the number of units: the updates
+    first (a session closed before its channel's new one is inserted), then the new
+    rows, then every unit's events (`outbox.stage_locked`).
+    """
+    updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    inserts: dict[tuple[str, ...], list[_Unit]] = {}
+    for unit in units:
+        for session_id, values in unit.rows.items():
+            columns = tuple(values)
             if session_id == _NEW:
-                inserted = await self.connection.scalar(_insert(tuple(values)), values)
-                if inserted is None:  # pragma: no cover - RETURNING always returns the row
-                    raise RuntimeError("the new session row has no id")
+                inserts.setdefault(columns, []).append(unit)
             else:
-                await self.connection.execute(
-                    _update(tuple(values)), {**values, "row_id": session_id}
-                )
-        if inserted is not None:
-            if self.state.session_id == _NEW:
-                self.state = machine.session_opened(self.state, inserted)
-            self.events = [_with_session(event, inserted) for event in self.events]
-        self.events = await outbox.stage_all(self.connection, self.channel_id, self.events)
+                updates.setdefault(columns, []).append({**values, "row_id": session_id})
+    for columns, parameters in updates.items():
+        await connection.execute(_update(columns), parameters)
+    for columns, opening in inserts.items():
+        result = await connection.execute(_insert(columns), [unit.rows[_NEW] for unit in opening])
+        for unit, inserted in zip(opening, result.scalars().all(), strict=True):
+            if unit.state.session_id == _NEW:
+                unit.state = machine.session_opened(unit.state, inserted)
+            unit.events = [_with_session(event, inserted) for event in unit.events]
+    staged = await outbox.stage_locked(
+        connection, [(unit.channel_id, unit.event_seq, unit.events) for unit in units]
+    )
+    for unit, events in zip(units, staged, strict=True):
+        unit.events = events
 
 
 # Statements are built once per column set and reused: building one per call (its
@@ -209,7 +223,7 @@ def _insert(columns: tuple[str, ...]) -> Insert:
     return (
         insert(_table)
         .values({name: bindparam(name, type_=_table.c[name].type) for name in columns})
-        .returning(_table.c.id)
+        .returning(_table.c.id, sort_by_parameter_order=True)
     )
 
 
@@ -231,15 +245,22 @@ def _with_session(event: Any, inserted: int) -> Any:
 
 _channels = cast(Table, Channel.__table__)
 _sessions = _table
-_UNIT = (
-    select(_channels.c.grace_seconds, _channels.c.test_mode, *_ROW)
+_UNITS = (
+    select(
+        _channels.c.id.label("channel_id"),
+        _channels.c.event_seq,
+        _channels.c.grace_seconds,
+        _channels.c.test_mode,
+        *_ROW,
+    )
     .select_from(_channels)
     .outerjoin(
         _sessions, and_(_sessions.c.channel_id == _channels.c.id, _sessions.c.ended_at.is_(None))
     )
-    .where(_channels.c.id == bindparam("channel_id"))
+    .where(_channels.c.id.in_(bindparam("channel_ids", expanding=True)))
+    .order_by(_channels.c.id)
 )
-_UNIT_LOCKED = _UNIT.with_for_update(key_share=True, of=_channels)
+_UNITS_LOCKED = _UNITS.with_for_update(key_share=True, of=_channels)
 _WRITE_LOCK = (
     update(_channels)
     .where(_channels.c.id == bindparam("channel_id"))
@@ -247,33 +268,45 @@ _WRITE_LOCK = (
 )
 
 
-async def _unit(connection: AsyncConnection, channel_id: int, *, node: str, now: float) -> _Unit:
-    """Lock the channel row, then read it with its open session in one query.
+async def _units(
+    connection: AsyncConnection, channel_ids: Sequence[int], *, node: str, now: float
+) -> dict[int, _Unit]:
+    """Lock the channels' rows, then read each with its open session, in one query.
 
-    The lock comes first, as in key changes and deletion. PostgreSQL: FOR NO KEY
-    UPDATE of the channel (it does not block foreign-key checks). SQLite has no row
-    locks and starts a transaction's write lock only at its first write, so a no-op
-    UPDATE comes first: from then on nobody else writes until we commit.
+    The locks come first, as in key changes and deletion, in the order of channel ids
+    so that two transactions locking several never wait for each other in a circle.
+    PostgreSQL: FOR NO KEY UPDATE of the channels (it does not block foreign-key
+    checks). SQLite has no row locks and starts a transaction's write lock only at
+    its first write, so a no-op UPDATE comes first: from then on nobody else writes
+    until we commit. A channel that is gone has no unit.
     """
-    query: Select[Any] = _UNIT
+    query: Select[Any] = _UNITS
     if connection.dialect.name == "postgresql":
-        query = _UNIT_LOCKED
+        query = _UNITS_LOCKED
     else:
-        await connection.execute(_WRITE_LOCK, {"channel_id": channel_id})
-    found = (await connection.execute(query, {"channel_id": channel_id})).mappings().one_or_none()
-    if found is None:
+        await connection.execute(_WRITE_LOCK, {"channel_id": channel_ids[0]})
+    found = (await connection.execute(query, {"channel_ids": sorted(set(channel_ids))})).mappings()
+    return {
+        row["channel_id"]: _Unit(
+            channel_id=row["channel_id"],
+            event_seq=row["event_seq"],
+            grace_seconds=row["grace_seconds"],
+            test_mode=row["test_mode"],
+            row=row if row["id"] is not None else None,
+            state=_state(row if row["id"] is not None else None),
+            node=node,
+            now=now,
+        )
+        for row in found
+    }
+
+
+async def _unit(connection: AsyncConnection, channel_id: int, *, node: str, now: float) -> _Unit:
+    """The one channel's unit; `ChannelNotFound` if it is gone."""
+    unit = (await _units(connection, [channel_id], node=node, now=now)).get(channel_id)
+    if unit is None:
         raise ChannelNotFound("the channel was deleted")
-    row = found if found["id"] is not None else None
-    return _Unit(
-        connection=connection,
-        channel_id=channel_id,
-        grace_seconds=found["grace_seconds"],
-        test_mode=found["test_mode"],
-        row=row,
-        state=_state(row),
-        node=node,
-        now=now,
-    )
+    return unit
 
 
 def _state(row: Mapping[Any, Any] | None) -> ChannelState:
@@ -291,6 +324,31 @@ def _state(row: Mapping[Any, Any] | None) -> ChannelState:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Start:
+    """A publish the ingest node accepted, to be written down."""
+
+    event: PublishStarted
+    remote_address: str
+    fencing_token: int
+    test: bool
+    media: bool = False  # media flows already: one transaction for what would be two
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """A publish that ended, with what it looked like."""
+
+    event: PublishEnded
+    kind: EndKind
+    grace: float
+    summary: Summary
+
+
+StartRecord = tuple[PublishStarted, Outcome, float]
+EndRecord = tuple[PublishEnded, Outcome]
+
+
 async def publish_started(
     sessions: Sessions,
     *,
@@ -301,52 +359,137 @@ async def publish_started(
     default_grace: float,
     now: float,
     media: bool = False,
-) -> tuple[PublishStarted, Outcome, float]:
+) -> StartRecord:
     """A publish was accepted: a new session, or the same one after a reconnect.
 
     With ``media``, its media flows already: one transaction for what would be two.
     Returns the PublishStarted event as staged (session id, sequence number), the
     status outcome, and the channel's grace period for this session.
     """
-    node = event.node[:64]
-    address = _cut(remote_address, 64)
-    async with sessions() as session, session.begin():
-        unit = await _unit(await session.connection(), event.channel_id, node=event.node, now=now)
-        grace = float(unit.grace_seconds) if unit.grace_seconds is not None else default_grace
-        test = test or unit.test_mode
+    start = Start(event, remote_address, fencing_token, test, media)
+    (record,) = await publish_started_many(sessions, [start], default_grace=default_grace, now=now)
+    if isinstance(record, ChannelNotFound):
+        raise record
+    return record
 
-        def opened(test_session: bool) -> dict[str, Any]:
-            return {
-                "channel_id": event.channel_id,
-                "key_id": event.key_id,
-                "node": node,
-                "remote_address": address,
-                "started_at": _moment(now),
-                "fencing_token": fencing_token,
-                "test": test_session,
-                "publishes": 1,
-                "media_bytes": 0,
-                "video_frames": 0,
-                "audio_frames": 0,
-            }
 
-        changes = unit.apply(
-            machine.publish_accepted(unit.state, now=now, test=test, grace=grace),
-            opened=opened,
-            continued={
-                "key_id": event.key_id,
-                "node": node,
-                "remote_address": address,
-                "fencing_token": fencing_token,
-                "publishes": unit.row["publishes"] + 1 if unit.row else 1,
-            },
+async def publish_started_many(
+    sessions: Sessions, starts: Sequence[Start], *, default_grace: float, now: float
+) -> list[StartRecord | ChannelNotFound]:
+    """`publish_started` for many publishes: a storm's starts in a few transactions.
+
+    A start whose channel is gone gets `ChannelNotFound` and the others go on.
+    """
+    return await _in_rounds(
+        sessions,
+        PublishStarted,
+        [start.event for start in starts],
+        lambda unit, i: _start_in(unit, starts[i], default_grace, now),
+        now=now,
+    )
+
+
+T = TypeVar("T")
+E = TypeVar("E", PublishStarted, PublishEnded)
+
+
+async def _in_rounds(
+    sessions: Sessions,
+    kind: type[E],
+    events: Sequence[E],
+    fold: Callable[[_Unit, int], T],
+    *,
+    now: float,
+) -> list[tuple[E, Outcome, T] | ChannelNotFound]:
+    """Fold each request into its channel's unit, in as few transactions as can be.
+
+    Each transaction holds one request per channel (a second one of the same channel
+    waits for the next), so every request sees the one before it. Returns, per
+    request, its event as staged, its outcome and what ``fold(unit, index)``
+    returned, or `ChannelNotFound` when the channel is gone (the others go on).
+    """
+    folded: list[tuple[_Unit, T] | ChannelNotFound | None] = [None] * len(events)
+    for batch in _rounds([event.channel_id for event in events]):
+        async with sessions() as session, session.begin():
+            connection = await session.connection()
+            channel_ids = [events[i].channel_id for i in batch]
+            units = await _units(connection, channel_ids, node=events[batch[0]].node, now=now)
+            for i in batch:
+                unit = units.get(events[i].channel_id)
+                folded[i] = (
+                    ChannelNotFound("the channel was deleted")
+                    if unit is None
+                    else (unit, fold(unit, i))
+                )
+            await _write(connection, list(units.values()))
+    return [
+        found
+        if isinstance(found, ChannelNotFound)
+        else (
+            next(e for e in found[0].events if isinstance(e, kind)),
+            Outcome(_status(found[0].events), found[0].state.session_id),
+            found[1],
         )
-        unit.events.append(dataclasses.replace(event, session_id=unit.state.session_id))
-        if media:
-            changes += unit.apply(machine.media_flowing(unit.state, now=now))
-        await unit.write()
-    staged: PublishStarted = next(e for e in unit.events if isinstance(e, PublishStarted))
-    return staged, Outcome(_status(unit.events), unit.state.session_id), grace
+        for found in folded
+        if found is not None
+    ]
+
+
+def _start_in(unit: _Unit, start: Start, default_grace: float, now: float) -> float:
+    """Fold one accepted publish into its channel's unit; returns the session's grace."""
+    event = start.event
+    node = event.node[:64]
+    address = _cut(start.remote_address, 64)
+    grace = float(unit.grace_seconds) if unit.grace_seconds is not None else default_grace
+    test = start.test or unit.test_mode
+
+    def opened(test_session: bool) -> dict[str, Any]:
+        return {
+            "channel_id": event.channel_id,
+            "key_id": event.key_id,
+            "node": node,
+            "remote_address": address,
+            "started_at": _moment(now),
+            "fencing_token": start.fencing_token,
+            "test": test_session,
+            "publishes": 1,
+            "media_bytes": 0,
+            "video_frames": 0,
+            "audio_frames": 0,
+        }
+
+    unit.node = event.node
+    unit.apply(
+        machine.publish_accepted(unit.state, now=now, test=test, grace=grace),
+        opened=opened,
+        continued={
+            "key_id": event.key_id,
+            "node": node,
+            "remote_address": address,
+            "fencing_token": start.fencing_token,
+            "publishes": unit.row["publishes"] + 1 if unit.row else 1,
+        },
+    )
+    unit.events.append(dataclasses.replace(event, session_id=unit.state.session_id))
+    if start.media:
+        unit.apply(machine.media_flowing(unit.state, now=now))
+    return grace
+
+
+def _rounds(channel_ids: Sequence[int]) -> list[list[int]]:
+    """Indexes of the requests, in transactions that hold each channel at most once.
+
+    The order of requests is kept within each channel.
+    """
+    rounds: list[list[int]] = []
+    last_round: dict[int, int] = {}
+    for index, channel_id in enumerate(channel_ids):
+        number = last_round.get(channel_id, -1) + 1
+        if number == len(rounds):
+            rounds.append([])
+        rounds[number].append(index)
+        last_round[channel_id] = number
+    return rounds
 
 
 def _status(events: Iterable[Any]) -> list[StatusChanged]:
@@ -374,11 +517,12 @@ async def _simple(
 ) -> Outcome:
     """One transition that needs nothing but the channel's open session."""
     async with sessions() as session, session.begin():
-        unit = await _unit(await session.connection(), channel_id, node=node, now=now)
+        connection = await session.connection()
+        unit = await _unit(connection, channel_id, node=node, now=now)
         if unit.row is None:
             return Outcome([], None)
         unit.apply(step(unit.state, now=now, **arguments))
-        await unit.write()
+        await _write(connection, [unit])
     return Outcome(_status(unit.events), unit.state.session_id)
 
 
@@ -390,29 +534,48 @@ async def publish_ended(
     grace: float,
     summary: Summary,
     now: float,
-) -> tuple[PublishEnded, Outcome]:
+) -> EndRecord:
     """Fold the publish into its session, then let the machine decide what happens next."""
-    async with sessions() as session, session.begin():
-        unit = await _unit(await session.connection(), event.channel_id, node=event.node, now=now)
-        row = unit.row
-        if row is None or (event.session_id is not None and row["id"] != event.session_id):
-            # Its session was closed meanwhile (a lost node, grace elsewhere): only record it.
-            unit.events.append(event)
-            await unit.write()
-            return unit.events[0], Outcome([], None)
-        media_bytes = row["media_bytes"] + event.media_bytes
-        unit.rows[row["id"]] = {
-            "media_bytes": media_bytes,
-            "video_frames": row["video_frames"] + event.video_frames,
-            "audio_frames": row["audio_frames"] + event.audio_frames,
-            "video_codec": _cut(event.video_codec, 16) or row["video_codec"],
-            "audio_codec": _cut(event.audio_codec, 16) or row["audio_codec"],
-            **_fold(row, summary, now, media_bytes=media_bytes),
-        }
-        unit.apply(machine.publish_ended(unit.state, now=now, kind=kind, grace=grace))
+    (record,) = await publish_ended_many(sessions, [End(event, kind, grace, summary)], now=now)
+    if isinstance(record, ChannelNotFound):
+        raise record
+    return record
+
+
+async def publish_ended_many(
+    sessions: Sessions, ends: Sequence[End], *, now: float
+) -> list[EndRecord | ChannelNotFound]:
+    """`publish_ended` for many publishes, in as few transactions as `publish_started_many`."""
+    records = await _in_rounds(
+        sessions,
+        PublishEnded,
+        [end.event for end in ends],
+        lambda unit, i: _end_in(unit, ends[i], now),
+        now=now,
+    )
+    return [r if isinstance(r, ChannelNotFound) else (r[0], r[1]) for r in records]
+
+
+def _end_in(unit: _Unit, end: End, now: float) -> None:
+    """Fold one ended publish into its channel's unit."""
+    event = end.event
+    unit.node = event.node
+    row = unit.row
+    if row is None or (event.session_id is not None and row["id"] != event.session_id):
+        # Its session was closed meanwhile (a lost node, grace elsewhere): only record it.
         unit.events.append(event)
-        await unit.write()
-    return unit.events[-1], Outcome(_status(unit.events), unit.state.session_id)
+        return
+    media_bytes = row["media_bytes"] + event.media_bytes
+    unit.rows[row["id"]] = {
+        "media_bytes": media_bytes,
+        "video_frames": row["video_frames"] + event.video_frames,
+        "audio_frames": row["audio_frames"] + event.audio_frames,
+        "video_codec": _cut(event.video_codec, 16) or row["video_codec"],
+        "audio_codec": _cut(event.audio_codec, 16) or row["audio_codec"],
+        **_fold(row, end.summary, now, media_bytes=media_bytes),
+    }
+    unit.apply(machine.publish_ended(unit.state, now=now, kind=end.kind, grace=end.grace))
+    unit.events.append(event)
 
 
 def _fold(

@@ -57,7 +57,7 @@ __all__ = [
     "read_since",
     "set_cursor",
     "stage",
-    "stage_all",
+    "stage_locked",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,11 +75,10 @@ _reported: set[int] = set()
 
 # Built once: building a statement per call costs more than sending it.
 _channels = cast(Table, Channel.__table__)
-_ADVANCE = (
+_SET_SEQ = (
     update(_channels)
     .where(_channels.c.id == bindparam("channel_id"))
-    .values(event_seq=_channels.c.event_seq + bindparam("count", type_=BigInteger()))
-    .returning(_channels.c.event_seq)
+    .values(event_seq=bindparam("last_seq", type_=BigInteger()))
 )
 _STAGE = insert(cast(Table, OutboxEvent.__table__))
 
@@ -112,27 +111,32 @@ async def stage(session: AsyncSession, event: E) -> E:
     return event
 
 
-async def stage_all(connection: AsyncConnection, channel_id: int, events: Sequence[E]) -> list[E]:
-    """`stage` for several events of one channel: two statements, whatever their number.
+async def stage_locked(
+    connection: AsyncConnection, channels: Sequence[tuple[int, int, Sequence[E]]]
+) -> list[list[E]]:
+    """`stage` for the events of channels whose rows the caller locked and read.
 
-    The caller holds the channel's row lock (or SQLite's write lock) in its open
-    transaction; the events take the channel's next sequence numbers in order.
+    Each item is (channel id, its ``event_seq`` as read under the lock, its events);
+    the events take the next sequence numbers in order. Two statements, however many
+    channels and events: one batched write of the new ``event_seq`` values, one of
+    the outbox rows. Returns each channel's events as staged.
     """
-    if not events:
-        return []
-    last = await connection.scalar(_ADVANCE, {"channel_id": channel_id, "count": len(events)})
-    if last is None:
-        raise ChannelNotFound(f"there is no channel with id {channel_id}")
-    first = last - len(events) + 1
-    staged = [_numbered(event, seq) for seq, event in enumerate(events, start=first)]
+    staged: list[list[E]] = []
+    advances: list[dict[str, int]] = []
+    rows: list[dict[str, Any]] = []
     now = utcnow()
-    await connection.execute(
-        _STAGE,
-        [
-            _row(event, channel_id, event_seq, now)
-            for event_seq, event in enumerate(staged, start=first)
-        ],
-    )
+    for channel_id, last_seq, events in channels:
+        numbered = [_numbered(event, seq) for seq, event in enumerate(events, start=last_seq + 1)]
+        staged.append(numbered)
+        if numbered:
+            advances.append({"channel_id": channel_id, "last_seq": last_seq + len(numbered)})
+            rows += [
+                _row(event, channel_id, seq, now)
+                for seq, event in enumerate(numbered, start=last_seq + 1)
+            ]
+    if advances:
+        await connection.execute(_SET_SEQ, advances)
+        await connection.execute(_STAGE, rows)
     return staged
 
 

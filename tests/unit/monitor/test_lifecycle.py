@@ -8,6 +8,7 @@ import os
 from collections.abc import Awaitable, Callable
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -329,3 +330,106 @@ async def test_a_publish_after_grace_ran_out_closes_and_opens_in_one_transaction
         "node-2",
         7,
     )
+
+
+def _starting(channel_id: int, key_id: str, connection: str) -> lifecycle.Start:
+    event = PublishStarted(channel_id, key_id, connection, None, "node-1")
+    return lifecycle.Start(event, "192.0.2.1", fencing_token=1, test=False, media=True)
+
+
+def _ending(started: PublishStarted, kind: EndKind) -> lifecycle.End:
+    event = PublishEnded(
+        started.channel_id, started.key_id, started.connection_id, started.session_id, "why",
+        1_000, 30, 40, "avc1", "mp4a", "node-1",
+    )  # fmt: skip
+    return lifecycle.End(event, kind, GRACE, lifecycle.Summary(encoder="obs"))
+
+
+async def test_a_storm_of_starts_and_ends_costs_the_statements_of_one(
+    sessions: Sessions, engine: AsyncEngine
+) -> None:
+    """Many channels' publishes in one call: each answered on its own, in one transaction.
+
+    SQLite inserts the new session rows one by one (it cannot say in which order a
+    multi-row INSERT returns their ids); in process, that costs no round trips.
+    """
+    statements: list[str] = []
+
+    def counted() -> int:
+        if engine.dialect.name == "postgresql":
+            return len(statements)
+        return len([s for s in statements if not s.startswith("INSERT INTO publish_sessions")])
+
+    sa_event.listen(
+        engine.sync_engine, "before_cursor_execute", lambda *args: statements.append(args[2])
+    )
+    lone_id, lone_key = await channel(sessions, "lone")
+    statements.clear()
+    (lone,) = await lifecycle.publish_started_many(
+        sessions, [_starting(lone_id, lone_key, "c0")], default_grace=GRACE, now=T0
+    )
+    one = counted()
+    assert not isinstance(lone, ChannelNotFound)
+    statements.clear()
+    await lifecycle.publish_ended_many(sessions, [_ending(lone[0], EndKind.CLEAN)], now=T0)
+    one_end = counted()
+    channels = [await channel(sessions, f"ch{n}") for n in range(6)]
+    gone_id, gone_key = channels.pop()
+    async with sessions() as session:
+        await delete_channel(session, channel_id=gone_id, actor=audit.Actor.cli())
+    statements.clear()
+    records = await lifecycle.publish_started_many(
+        sessions,
+        [_starting(cid, key, f"c{n}") for n, (cid, key) in enumerate(channels)]
+        + [_starting(gone_id, gone_key, "gone")],
+        default_grace=GRACE,
+        now=T0,
+    )
+    assert counted() == one
+    assert isinstance(records[-1], ChannelNotFound)
+    started = [record for record in records if not isinstance(record, ChannelNotFound)]
+    assert [staged.channel_id for staged, _, _ in started] == [cid for cid, _ in channels]
+    assert len({staged.session_id for staged, _, _ in started}) == len(channels)
+    for staged, outcome, grace in started:
+        assert grace == GRACE
+        (live,) = outcome.status_events
+        assert (live.channel_id, live.status, live.session_id) == (
+            staged.channel_id,
+            "live",
+            staged.session_id,
+        )
+        assert staged.seq is not None
+        assert live.seq == staged.seq + 1
+    statements.clear()
+    ended = await lifecycle.publish_ended_many(
+        sessions, [_ending(staged, EndKind.CLEAN) for staged, _, _ in started], now=T0 + 5
+    )
+    assert counted() == one_end
+    for (staged, _, _), record in zip(started, ended, strict=True):
+        assert not isinstance(record, ChannelNotFound)
+        end_event, outcome = record
+        assert [(e.status, e.seq) for e in outcome.status_events] == [("offline", staged.seq + 2)]
+        assert (end_event.session_id, end_event.seq) == (staged.session_id, staged.seq + 3)
+        (row,) = await sessions_of(sessions, staged.channel_id)
+        assert (row.end_reason, row.video_frames, row.encoder) == ("stopped", 30, "obs")
+
+
+async def test_two_publishes_of_one_channel_in_a_storm_follow_each_other(
+    sessions: Sessions,
+) -> None:
+    """A reconnect and its end in one call: each sees the one before it, in order."""
+    channel_id, key_id = await channel(sessions)
+    first, second = await lifecycle.publish_started_many(
+        sessions,
+        [_starting(channel_id, key_id, "c1"), _starting(channel_id, key_id, "c2")],
+        default_grace=GRACE,
+        now=T0,
+    )
+    assert not isinstance(first, ChannelNotFound)
+    assert not isinstance(second, ChannelNotFound)
+    assert second[0].session_id == first[0].session_id
+    assert second[0].seq > first[0].seq > 0
+    async with sessions() as session:
+        row = await session.get(PublishSession, first[0].session_id)
+    assert row is not None
+    assert (row.publishes, row.remote_address) == (2, "192.0.2.1")
