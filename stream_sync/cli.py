@@ -36,6 +36,7 @@ from .db.backup import backup_sqlite
 from .db.engine import sqlite_url
 from .db.models import Role as UserRole
 from .errors import DomainError
+from .ingest import tls
 from .ingest.keycheck import KeyChecker
 from .monitor import history
 from .node import ALL_ROLES, Node, Role, Store, open_store
@@ -138,6 +139,29 @@ def main() -> None:
 # serve ------------------------------------------------------------------------------------
 
 
+def _tls_options(func: Callable[P, None]) -> Callable[P, None]:
+    """RTMPS: on with a certificate and its key; SIGHUP reloads them."""
+    for option in reversed(
+        [
+            click.option("--rtmps-port", type=int, default=None, help="RTMPS port [1936]."),
+            click.option(
+                "--tls-cert",
+                type=click.Path(path_type=Path),
+                default=None,
+                help="PEM certificate (and chain) for RTMPS [STREAM_SYNC_TLS_CERT].",
+            ),
+            click.option(
+                "--tls-key",
+                type=click.Path(path_type=Path),
+                default=None,
+                help="Its PEM private key [STREAM_SYNC_TLS_KEY].",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
 def _workers_option(func: Callable[P, None]) -> Callable[P, None]:
     return click.option(
         "--workers",
@@ -152,6 +176,7 @@ def _workers_option(func: Callable[P, None]) -> Callable[P, None]:
 @store_options
 @click.option("--host", default=None, help="Address to listen on [STREAM_SYNC_HOST; 127.0.0.1].")
 @click.option("--rtmp-port", type=int, default=None, help="RTMP port [1935].")
+@_tls_options
 @click.option("--http-port", type=int, default=None, help="HTTP port [8080].")
 @click.option(
     "--public-url", default=None, help="Server URL given to encoders, e.g. rtmp://host/live."
@@ -174,6 +199,12 @@ def _start(roles: frozenset[Role], options: dict[str, Any]) -> None:
     # A worker runs exactly what its supervisor resolved; everyone else reads options.
     settings = settings_from_supervisor() if worker_index else load_settings(**options)
     settings.rtmp_config()  # validates the combination before anything starts
+    settings.check_tls()
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        try:
+            tls.server_context(settings.tls_cert, settings.tls_key)  # its problem, in one line
+        except tls.TlsError as exc:
+            raise CommandError(f"cannot serve RTMPS: {exc}") from None
     if roles != ALL_ROLES and settings.redis_url is None:
         raise CommandError(
             f"`stream-sync {'/'.join(sorted(roles))}` runs as part of a cluster: set "
@@ -204,6 +235,7 @@ def _role_options(func: Callable[P, None]) -> Callable[P, None]:
 @main.group(invoke_without_command=True)
 @_role_options
 @click.option("--rtmp-port", type=int, default=None, help="RTMP port [1935].")
+@_tls_options
 @click.option("--public-url", default=None, help="This node's URL for encoders.")
 @click.option("--capacity", type=int, default=None, help="Publishers this node takes [1000].")
 @_workers_option
@@ -275,6 +307,7 @@ async def _serve(
         link.start()  # alive from the first moment: the supervisor watches the start too
     async with open_store(settings) as store:
         node = Node(settings, store, roles, ingest_workers=workers, worker_index=worker_index)
+        loop.add_signal_handler(signal.SIGHUP, node.reload_tls)
         try:
             await node.start()
         except AlreadyRunningError as exc:
@@ -302,8 +335,11 @@ def _listen_error(settings: Settings, exc: OSError) -> str:
     if exc.errno == errno.EADDRINUSE:
         return (
             f"cannot listen on {settings.host}: a port is already in use "
-            f"(RTMP {settings.rtmp_port}, HTTP {settings.http_port}); "
-            "choose others with --rtmp-port / --http-port"
+            f"(RTMP {settings.rtmp_port}, "
+            + (f"RTMPS {settings.rtmps_port}, " if settings.tls else "")
+            + f"HTTP {settings.http_port}); choose others with --rtmp-port"
+            + (" / --rtmps-port" if settings.tls else "")
+            + " / --http-port"
         )
     return f"cannot listen on {settings.host}: {exc.strerror or exc}"
 

@@ -22,7 +22,9 @@ import contextlib
 import logging
 import math
 import os
+import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -47,6 +49,7 @@ from .credentials.server_secrets import ServerSecrets, load_or_create
 from .db.engine import create_engine, session_factory, sqlite_url, upgrade
 from .db.models import Channel, IngestServer, PublishSession
 from .db.retention import purge
+from .ingest import tls
 from .ingest.admission import KeyAdmission, TakeoverPolicy
 from .ingest.keycheck import CacheTimes, KeyChecker
 from .ingest.recorder import DatabaseRecorder
@@ -175,12 +178,15 @@ class Node:
             sessions=store.sessions, secrets=store.secrets, bus=self.bus, checker=self.checker
         )
         self.refusals = RefusalAggregator(store.sessions)
-        self.live = BusLiveView(self.bus, self._default_rtmp_url)
+        self.live = BusLiveView(self.bus, self._default_rtmp_url, self._default_rtmps_url)
         self.rtmp_port = 0
+        self.rtmps_port = 0
         self.http_port = 0
+        self._tls: ssl.SSLContext | None = None  # RTMPS, when this process listens for it
         self._ingest: RtmpIngest | None = None
         self._workers: Supervisor | None = None  # when this process supervises workers
         self._port: PortReservation | None = None  # the RTMP port the workers share
+        self._tls_port: PortReservation | None = None  # and the RTMPS one
         self._admin: AdminServer | None = None
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
@@ -205,6 +211,19 @@ class Node:
     @property
     def rtmp_url(self) -> str:
         return self.settings.public_rtmp_url(self.rtmp_port)
+
+    @property
+    def rtmps_url(self) -> str | None:
+        return self.settings.public_rtmps_url(self.rtmps_port or None)
+
+    def reload_tls(self) -> None:
+        """SIGHUP: load the renewed certificate; a supervisor passes it to its workers."""
+        if self._workers is not None:
+            log.info("reloading the TLS certificate of %d ingest workers", len(self._workers.pids))
+            self._workers.signal_all(signal.SIGHUP)
+        settings = self.settings
+        if self._tls is not None and settings.tls_cert and settings.tls_key:
+            tls.reload(self._tls, settings.tls_cert, settings.tls_key)
 
     def _background(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coroutine))
@@ -265,9 +284,16 @@ class Node:
         settings = self.settings
         self._port = PortReservation.take(settings.host, settings.rtmp_port)
         self.rtmp_port = self._port.port
+        if settings.tls:
+            self._tls_port = PortReservation.take(settings.host, settings.rtmps_port)
+            self.rtmps_port = self._tls_port.port
         await self._hand_over_previous_run()  # streams of a single-process run of this server
         worker_settings = settings.model_copy(
-            update={"rtmp_port": self.rtmp_port, "workers": self.ingest_workers}
+            update={
+                "rtmp_port": self.rtmp_port,
+                "rtmps_port": self.rtmps_port,
+                "workers": self.ingest_workers,
+            }
         )
         self._workers = Supervisor(
             count=self.ingest_workers,
@@ -279,7 +305,7 @@ class Node:
             stop_timeout=settings.shutdown_grace + 10.0,
         )  # fmt: skip
         await self._workers.start()
-        log.info("%d ingest workers share %s", self.ingest_workers, self.rtmp_url)
+        log.info("%d ingest workers share %s", self.ingest_workers, self._urls())
 
     async def _start_ingest(self) -> None:
         settings = self.settings
@@ -313,12 +339,20 @@ class Node:
             ),
             admission_timeout=settings.admission_timeout,
         )
-        self.rtmp_port = await self._ingest.start(
-            settings.host, settings.rtmp_port, reuse_port=self.worker_index is not None
-        )
+        host, shared = settings.host, self.worker_index is not None
+        self.rtmp_port = await self._ingest.start(host, settings.rtmp_port, reuse_port=shared)
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            self._tls = tls.server_context(settings.tls_cert, settings.tls_key)
+            self.rtmps_port = await self._ingest.start_tls(
+                host, settings.rtmps_port, self._tls, reuse_port=shared
+            )
         self._background(self.refusals.run())
         self._background(self._heartbeat())
-        log.info("RTMP ingest listening on %s", self.rtmp_url)
+        log.info("RTMP ingest listening on %s", self._urls())
+
+    def _urls(self) -> str:
+        rtmps = self.rtmps_url
+        return self.rtmp_url if rtmps is None else f"{self.rtmp_url} and {rtmps}"
 
     async def _start_http(self) -> None:
         family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
@@ -359,8 +393,9 @@ class Node:
     async def stop(self) -> None:
         if self._workers is not None:
             await self._workers.stop()  # first: their publishers end while the rest runs
-        if self._port is not None:
-            self._port.close()
+        for reservation in (self._port, self._tls_port):
+            if reservation is not None:
+                reservation.close()
         if self._ingest is not None:
             await self._ingest.shutdown(self.settings.shutdown_grace)
             with contextlib.suppress(StateUnavailable):
@@ -538,6 +573,9 @@ class Node:
     def _default_rtmp_url(self) -> str:
         return self.rtmp_url if self.rtmp_port else self.settings.public_rtmp_url()
 
+    def _default_rtmps_url(self) -> str | None:
+        return self.rtmps_url if self.rtmps_port else self.settings.public_rtmps_url()
+
     # The live view of this node's own publishers (admin socket, tests) ------------------------
 
     def local_streams(self) -> dict[int, LiveStream]:
@@ -566,6 +604,7 @@ class Node:
     async def _op_info(self, _: dict[str, Any]) -> dict[str, Any]:
         return {
             "rtmp_url": self.rtmp_url if self.rtmp_port else None,
+            "rtmps_url": self.rtmps_url if self.rtmps_port else None,
             "http_port": self.http_port,
             "pid": os.getpid(),
             "roles": sorted(self.roles),

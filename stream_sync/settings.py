@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
     host: str = "127.0.0.1"
     rtmp_port: int = Field(1935, ge=0, le=65535)
+    # RTMPS (RTMP in TLS) listens on rtmps_port when both files are given.
+    tls_cert: Path | None = None  # PEM: the certificate, then its chain
+    tls_key: Path | None = None  # PEM, unencrypted
+    rtmps_port: int = Field(1936, ge=0, le=65535)
     http_port: int = Field(8080, ge=0, le=65535)
     public_url: str | None = None
     rtmp_app: str = Field("live", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -189,6 +193,23 @@ class Settings(BaseSettings):
             idle_timeout=self.idle_timeout,
         )
 
+    @property
+    def tls(self) -> bool:
+        """Whether RTMPS is on (checked by `check_tls`)."""
+        return self.tls_cert is not None and self.tls_key is not None
+
+    def check_tls(self) -> None:
+        """Both TLS files or neither: one of them alone is a typo, not a choice."""
+        if self.tls_cert is not None and self.tls_key is None:
+            given, missing = "--tls-cert", "--tls-key / STREAM_SYNC_TLS_KEY"
+        elif self.tls_key is not None and self.tls_cert is None:
+            given, missing = "--tls-key", "--tls-cert / STREAM_SYNC_TLS_CERT"
+        else:
+            return
+        raise SettingsError(
+            f"{given} needs {missing} to serve RTMPS: give both, or neither for RTMP alone"
+        )
+
     def worker_count(self) -> int:
         """How many ingest worker processes to run.
 
@@ -214,6 +235,26 @@ class Settings(BaseSettings):
             return self.public_url
         port = self.rtmp_port if bound_port is None else bound_port
         return f"rtmp://{_url_host(self.host)}{'' if port == 1935 else f':{port}'}/{self.rtmp_app}"
+
+    def public_rtmps_url(self, bound_port: int | None = None) -> str | None:
+        """The RTMPS server URL, when RTMPS is on.
+
+        From an rtmps:// public URL as given; from an rtmp:// one, its host on the
+        RTMPS port. Encoders check the certificate against the host name (OBS only
+        against DNS names), so a name is better than an address here.
+        """
+        if not self.tls:
+            return None
+        port = self.rtmps_port if bound_port is None else bound_port
+        suffix = "" if port == 443 else f":{port}"
+        if self.public_url:
+            parts = urlsplit(self.public_url)
+            if parts.scheme == "rtmps":
+                return self.public_url
+            host = parts.hostname or _url_host(self.host)
+            host = f"[{host}]" if ":" in host else host
+            return f"rtmps://{host}{suffix}{parts.path}"
+        return f"rtmps://{_url_host(self.host)}{suffix}/{self.rtmp_app}"
 
 
 def available_cores() -> int:

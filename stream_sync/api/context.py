@@ -57,6 +57,9 @@ class LiveView(Protocol):
     def default_rtmp_url(self) -> str:
         """The server URL for channels not mapped to a configured ingest server."""
 
+    def default_rtmps_url(self) -> str | None:
+        """Its RTMPS counterpart, when RTMPS is on."""
+
 
 @dataclass
 class ApiContext:

@@ -21,9 +21,15 @@ log = logging.getLogger("stream_sync.api")
 
 
 class BusLiveView:
-    def __init__(self, bus: EventBus, default_url: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        bus: EventBus,
+        default_url: Callable[[], str],
+        default_secure_url: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self._bus = bus
         self._default_url = default_url
+        self._default_secure_url = default_secure_url
         self._streams: dict[int, LiveStream] = {}
         self._started: dict[int, float] = {}
         self._task: asyncio.Task[None] | None = None
@@ -99,3 +105,6 @@ class BusLiveView:
 
     def default_rtmp_url(self) -> str:
         return self._default_url()
+
+    def default_rtmps_url(self) -> str | None:
+        return self._default_secure_url()

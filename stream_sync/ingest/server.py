@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import ssl
 import time
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -92,7 +93,9 @@ class IngestServer:
         self.drain_target: str | None = None  # where capable publishers are asked to go
         self.loop = asyncio.get_running_loop()
         self.port = 0
+        self.tls_port = 0
         self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # short jobs: lease releases, bus events
         self._daemons: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()  # set whenever no connection is open
@@ -118,6 +121,23 @@ class IngestServer:
             self.loop.create_task(self._upkeep()),
         ]
         return self.port
+
+    async def start_tls(
+        self, host: str, port: int, context: ssl.SSLContext, *, reuse_port: bool = False
+    ) -> int:
+        """Listen for RTMPS too: the same protocol inside TLS (ingest/tls.py)."""
+        self._tls_server = await self.loop.create_server(
+            lambda: RtmpProtocol(self),
+            host,
+            port,
+            ssl=context,
+            ssl_handshake_timeout=self.config.handshake_timeout,
+            reuse_address=True,
+            reuse_port=reuse_port,
+            backlog=1024,
+        )
+        self.tls_port = self._tls_server.sockets[0].getsockname()[1]
+        return self.tls_port
 
     def opened(self, proto: RtmpProtocol) -> None:
         self.connections.add(proto)
@@ -456,8 +476,9 @@ class IngestServer:
 
     async def shutdown(self, grace: float) -> None:
         """Stop listening, tell publishers, and give connections `grace` seconds to close."""
-        if self._server is not None:
-            self._server.close()
+        servers = [server for server in (self._server, self._tls_server) if server is not None]
+        for server in servers:
+            server.close()
         for proto in list(self.connections):
             if proto.grant is not None:
                 proto.stop_publish("Server is shutting down.", "server shutdown")
@@ -471,5 +492,5 @@ class IngestServer:
         for daemon in self._daemons:
             daemon.cancel()
         await asyncio.gather(*self._daemons, *self._tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in servers:
+            await server.wait_closed()

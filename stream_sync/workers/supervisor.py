@@ -101,6 +101,11 @@ class Supervisor:
             if slot.process is not None and slot.process.returncode is None
         ]
 
+    def signal_all(self, sig: signal.Signals) -> None:
+        """Pass a signal on to every running worker (SIGHUP: reload the certificate)."""
+        for slot in self._slots:
+            self._signal(slot, sig)
+
     async def start(self) -> None:
         """Start every worker and wait until all are ready; WorkerStartError if one is not."""
         loop = asyncio.get_running_loop()

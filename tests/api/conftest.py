@@ -44,12 +44,16 @@ class StaticLiveView:
     streams: dict[int, LiveStream] = field(default_factory=dict)
     refusals: dict[str, int] = field(default_factory=dict)
     watchers: ChannelWatchers = field(default_factory=ChannelWatchers)
+    rtmps_url: str | None = None  # RTMPS off unless a test turns it on
 
     def live_streams(self) -> dict[int, LiveStream]:
         return self.streams
 
     def default_rtmp_url(self) -> str:
         return "rtmp://ingest.test/live"
+
+    def default_rtmps_url(self) -> str | None:
+        return self.rtmps_url
 
 
 @dataclass

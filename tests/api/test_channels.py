@@ -157,6 +157,25 @@ async def test_mapping_a_channel_to_an_ingest_server_changes_its_url(api: Api) -
     assert [s["name"] for s in listed] == ["eu-1"]
 
 
+async def test_the_rtmps_url_is_given_when_the_server_offers_it(api: Api) -> None:
+    admin = await api.signed_in("root@example.com", Role.ADMIN)
+    channel = await api.channel(admin, "plain", None)
+    assert channel["secure_server_url"] is None  # RTMPS off: nothing to show
+    api.live.rtmps_url = "rtmps://ingest.test:1936/live"
+    detail = (await admin.get(f"/api/channels/{channel['id']}")).json()
+    assert detail["server_url"] == "rtmp://ingest.test/live"
+    assert detail["secure_server_url"] == "rtmps://ingest.test:1936/live"
+    for name, url, secure in [
+        ("tls-1", "rtmps://tls-1.example.com/live", "rtmps://tls-1.example.com/live"),
+        ("plain-1", "rtmp://plain-1.example.com/live", None),
+    ]:
+        await admin.post("/api/ingest-servers", json={"name": name, "rtmp_url": url})
+        mapped = await admin.put(
+            f"/api/channels/{channel['id']}/ingest-server", json={"server": name}
+        )
+        assert (mapped.json()["server_url"], mapped.json()["secure_server_url"]) == (url, secure)
+
+
 async def test_no_plain_key_or_password_is_stored(api: Api) -> None:
     admin = await api.signed_in("root@example.com", Role.ADMIN)
     channel = await api.channel(admin, "secretive", None)

@@ -167,11 +167,13 @@ class Cluster:
         await node.process.wait_for_log(r"roles " + re.escape(role))
         return node
 
-    async def start_workers(self, command: str, name: str, workers: int = 2) -> WorkerServer:
+    async def start_workers(
+        self, command: str, name: str, workers: int = 2, *extra: str
+    ) -> WorkerServer:
         """`stream-sync serve|ingest --workers N` on a free port; returns once all listen."""
         data_dir = self.root / name
         args = [*CLI, command, "--data-dir", str(data_dir), "--server-name", name]
-        args += ["--rtmp-port", "0", "--workers", str(workers)]
+        args += ["--rtmp-port", "0", "--workers", str(workers), *extra]
         if command == "serve":
             args += ["--http-port", "0"]
         proc = await asyncio.create_subprocess_exec(

@@ -13,7 +13,9 @@ import contextlib
 import os
 import re
 import signal
+import ssl
 import time
+from pathlib import Path
 
 from stream_sync.admin import client as admin
 from stream_sync.credentials.service import CreatedChannel
@@ -24,7 +26,13 @@ from stream_sync.state.interfaces import (
     StatusChanged,
     StreamStats,
 )
-from tests.support import RtmpTestClient, debian_ffmpeg, ffmpeg_command, run_process
+from tests.support import (
+    RtmpTestClient,
+    debian_ffmpeg,
+    ffmpeg_command,
+    run_process,
+    write_certificate,
+)
 
 from .harness import CLI, Cluster, WorkerServer
 
@@ -252,3 +260,31 @@ async def test_the_supervisor_owns_the_data_folder_and_the_port(cluster: Cluster
     # Another server with workers of its own cannot join the port through SO_REUSEPORT.
     assert "already in use" in await refused(str(cluster.root / "other"))
     assert await edge.process.stop(timeout=30) == 0
+
+
+async def test_workers_share_the_rtmps_port_and_sighup_renews_every_certificate(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cert, key = write_certificate(tmp_path / "tls")
+    tls_options = ("--rtmps-port", "0", "--tls-cert", str(cert), "--tls-key", str(key))
+    edge = await cluster.start_workers("ingest", "edge", 2, *tls_options)
+    shared = await edge.process.wait_for_log(r"2 ingest workers share \S+ and rtmps://[^:]+:(\d+)")
+    port = int(shared.group(1))
+    for worker in sorted(WORKERS):  # each worker listens on the port the supervisor chose
+        await edge.process.wait_for_log(rf"\[{worker}\] .*listening on \S+ and rtmps://\S+:{port}/")
+
+    renewed, renewed_key = write_certificate(tmp_path / "renewed")
+    cert.write_bytes(renewed.read_bytes())
+    key.write_bytes(renewed_key.read_bytes())
+    seen = len(edge.process.lines)
+    edge.process.proc.send_signal(signal.SIGHUP)
+    for worker in sorted(WORKERS):
+        await edge.process.wait_for_log(rf"\[{worker}\] .*TLS certificate reloaded", start=seen)
+    context = ssl.create_default_context(cafile=renewed)  # only the renewed one is trusted
+    for _ in range(8):  # the kernel spreads connections over both workers
+        _, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=context, server_hostname="localhost"
+        )
+        writer.close()
+        await writer.wait_closed()
+    assert edge.process.proc.returncode is None

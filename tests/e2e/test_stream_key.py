@@ -28,6 +28,7 @@ async def test_sign_in_reveal_copy_and_reset_the_key(server: Server, dashboard: 
     key = page.get_by_test_id("stream-key")
     await expect(key).to_have_text(masked_form(channel.key))
     await expect(page.get_by_test_id("server-url")).to_have_text(server.rtmp_url)
+    await expect(page.get_by_test_id("secure-server-url")).to_be_hidden()  # no RTMPS here
     assert channel.key not in await page.content()
     assert channel.key not in (await page.locator("html").text_content() or "")
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,10 +27,9 @@ def node_settings(data_dir: Path, **overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[Node]:
-    """A whole `serve` node in the test's event loop, on free loopback ports."""
-    settings = node_settings(tmp_path / "data")
+@contextlib.asynccontextmanager
+async def running_node(settings: Settings) -> AsyncIterator[Node]:
+    """A whole `serve` node in the test's event loop."""
     async with open_store(settings) as store:
         running = Node(settings, store)
         await running.start()
@@ -37,6 +37,13 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
             yield running
         finally:
             await running.stop()
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[Node]:
+    """A whole `serve` node on free loopback ports."""
+    async with running_node(node_settings(tmp_path / "data")) as running:
+        yield running
 
 
 @pytest.fixture

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import socket
+import ssl
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import LoggedProcess, debian_ffmpeg, ffmpeg_command, run_process
+from tests.support import (
+    LoggedProcess,
+    debian_ffmpeg,
+    ffmpeg_command,
+    run_process,
+    write_certificate,
+)
 
 CLI = [sys.executable, "-m", "stream_sync"]
 KEY = re.compile(r"ssk_[0-9A-Za-z]{12}_[0-9A-Za-z]{43}")
@@ -152,6 +160,54 @@ async def test_bad_configuration_is_one_line(
     assert message in err
     assert err.count("\n") == 1
     assert "Traceback" not in err
+
+
+async def test_an_unusable_tls_configuration_is_one_line(tmp_path: Path) -> None:
+    cert, key = write_certificate(tmp_path / "tls")
+    _, other_key = write_certificate(tmp_path / "other")
+    serve = ("serve", "--data-dir", str(tmp_path / "data"), "--rtmp-port", "0", "--http-port", "0")
+    for args, message in [
+        (["--tls-cert", str(cert)], "--tls-cert needs --tls-key / STREAM_SYNC_TLS_KEY"),
+        (["--tls-key", str(key)], "--tls-key needs --tls-cert / STREAM_SYNC_TLS_CERT"),
+        (
+            ["--tls-cert", str(cert), "--tls-key", str(tmp_path / "missing.pem")],
+            "cannot serve RTMPS: cannot read",
+        ),
+        (["--tls-cert", str(cert), "--tls-key", str(other_key)], "cannot serve RTMPS: the cert"),
+        (["--tls-cert", str(cert), "--tls-key", str(key), "--rtmps-port", "70000"], "--rtmps-port"),
+    ]:
+        code, _, err = await cli(*serve, *args)
+        assert code == 1, args
+        assert message in err, err
+        assert err.count("\n") == 1, err
+        assert "Traceback" not in err
+
+
+async def test_sighup_renews_the_rtmps_certificate_of_a_running_server(tmp_path: Path) -> None:
+    cert, key = write_certificate(tmp_path / "tls")
+    ports = ["--rtmp-port", "0", "--http-port", "0", "--rtmps-port", "0"]
+    tls_files = ["--tls-cert", str(cert), "--tls-key", str(key)]
+    proc = await run_process([*CLI, "serve", "--data-dir", str(tmp_path / "d"), *ports, *tls_files])
+    running = LoggedProcess(proc)
+    try:
+        found = await running.wait_for_log(r"RTMP ingest listening on \S+ and rtmps://[^:]+:(\d+)")
+        port = int(found.group(1))
+        renewed, renewed_key = write_certificate(tmp_path / "renewed")
+        cert.write_bytes(renewed.read_bytes())
+        key.write_bytes(renewed_key.read_bytes())
+        seen = len(running.lines)
+        proc.send_signal(signal.SIGHUP)
+        await running.wait_for_log("TLS certificate reloaded", start=seen)
+        context = ssl.create_default_context(cafile=renewed)  # only the renewed one is trusted
+        _, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=context, server_hostname="localhost"
+        )
+        writer.close()
+        await writer.wait_closed()
+        assert proc.returncode is None  # SIGHUP did not stop it
+    finally:
+        proc.terminate()
+        await proc.wait()
 
 
 async def test_port_in_use_is_one_line(tmp_path: Path) -> None:

@@ -41,6 +41,9 @@ class ChannelOut(BaseModel):
     created_at: datetime
     ingest_server: str | None
     server_url: str = Field(description="OBS: Settings > Stream > Server.")
+    secure_server_url: str | None = Field(
+        None, description="The same over TLS (RTMPS), when the server offers it."
+    )
     status: str = Field(description="offline, live, reconnecting or testing")
     status_since: float | None = Field(None, description="Epoch seconds of the last change.")
     grace_left: float | None = Field(
@@ -68,17 +71,21 @@ class ChannelCreatedOut(ChannelOut):
     stream_key: str = Field(description="Shown only in this response; OBS: Stream Key.")
 
 
-async def _server_url(context: ApiContext, server_id: int | None) -> tuple[str | None, str]:
+async def _server_urls(
+    context: ApiContext, server_id: int | None
+) -> tuple[str | None, str, str | None]:
+    """The channel's ingest server: its name, its URL, and its RTMPS URL if it has one."""
     if server_id is None:
-        return None, context.live.default_rtmp_url()
+        return None, context.live.default_rtmp_url(), context.live.default_rtmps_url()
     async with context.sessions() as session:
         server = await servers.get_server(session, ref=str(server_id))
-    return server.name, server.rtmp_url
+    secure = server.rtmp_url if server.rtmp_url.startswith("rtmps://") else None
+    return server.name, server.rtmp_url, secure
 
 
 async def _channel_out(context: ApiContext, channel: credentials.ChannelInfo) -> dict[str, Any]:
     """The channel with its status as the database knows it and its live measurements."""
-    server_name, server_url = await _server_url(context, channel.ingest_server_id)
+    server_name, server_url, secure_url = await _server_urls(context, channel.ingest_server_id)
     async with context.sessions() as session:
         current = await history.open_session(session, channel_id=channel.id)
     async with context.sessions() as session:
@@ -96,6 +103,7 @@ async def _channel_out(context: ApiContext, channel: credentials.ChannelInfo) ->
         "created_at": channel.created_at,
         "ingest_server": server_name,
         "server_url": server_url,
+        "secure_server_url": secure_url,
         "status": status,
         "status_since": current.status_since if current else None,
         "grace_left": grace_left,

@@ -47,6 +47,11 @@
   async function loadChannel() {
     const detail = await api("GET", `/api/channels/${channelId}`);
     $("server-url").textContent = detail.server_url;
+    // RTMPS, when the server offers it: the same stream, encrypted on its way here.
+    $("secure-server-url").textContent = detail.secure_server_url ?? "";
+    for (const row of document.querySelectorAll(".secure-server")) {
+      row.hidden = !detail.secure_server_url;
+    }
     masked = detail.key.masked ?? "";
     if (revealButton.getAttribute("aria-pressed") !== "true") showMasked(); // not over a reveal
   }
@@ -106,6 +111,8 @@
   copyButton.addEventListener("click", () => copyWithFeedback(copyButton, fetchKey()));
   $("copy-server").addEventListener("click", (event) =>
     copyWithFeedback(event.currentTarget, Promise.resolve($("server-url").textContent)));
+  $("copy-secure-server").addEventListener("click", (event) =>
+    copyWithFeedback(event.currentTarget, Promise.resolve($("secure-server-url").textContent)));
 
   const dialog = $("reset-dialog");
   $("reset-key").addEventListener("click", () => dialog.showModal());
