@@ -158,16 +158,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _shown(value: float | None, spec: str) -> str:
+    """A figure, or "n/a" when the run could not measure it (nothing was ingested)."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def _progress(step: int, steps: int, rep: int, repeat: int, r: dict[str, Any], took: float) -> str:
     head = f"[{step}/{steps}] rep {rep + 1}/{repeat} {r['scenario']:<5} {r['server']:<8}"
     if "error" in r:
         return f"{head} ERROR {r['error']}"
-    parts = [f"{took:5.1f} s", f"{r['processes']} procs", f"cpu {r['cpu_pct']:.1f} %"]
+    parts = [f"{took:5.1f} s", f"{r['processes']} procs", f"cpu {_shown(r['cpu_pct'], '.1f')} %"]
     if r["scenario"] != "d":
-        parts.append(f"{r['cpu_s_per_gb']:.2f} CPU-s/GB")
-        parts.append(f"ingested {r['ingested_ratio'] * 100:.2f} %")
+        parts.append(f"{_shown(r['cpu_s_per_gb'], '.2f')} CPU-s/GB")
+        ratio = r["ingested_ratio"]
+        parts.append(f"ingested {_shown(None if ratio is None else ratio * 100, '.2f')} %")
     if r["scenario"].startswith("a"):
-        parts.append(f"{r['MBps']:.0f} MB/s")
+        parts.append(f"{_shown(r['MBps'], '.0f')} MB/s")
     if r["scenario"] == "d":
         cold, warm = r["admission_cold_ms_p50"], r["admission_warm_ms_p50"]
         parts.append(f"admission p50 cold {cold} ms, warm {warm} ms")

@@ -139,16 +139,15 @@ def main() -> None:
 # serve ------------------------------------------------------------------------------------
 
 
-def _tls_options(func: Callable[P, None]) -> Callable[P, None]:
-    """RTMPS: on with a certificate and its key; SIGHUP reloads them."""
+def _tls_files(func: Callable[P, None]) -> Callable[P, None]:
+    """TLS for RTMPS and HTTPS: on with a certificate and its key; SIGHUP reloads them."""
     for option in reversed(
         [
-            click.option("--rtmps-port", type=int, default=None, help="RTMPS port [1936]."),
             click.option(
                 "--tls-cert",
                 type=click.Path(path_type=Path),
                 default=None,
-                help="PEM certificate (and chain) for RTMPS [STREAM_SYNC_TLS_CERT].",
+                help="PEM certificate (and chain): RTMPS and HTTPS [STREAM_SYNC_TLS_CERT].",
             ),
             click.option(
                 "--tls-key",
@@ -160,6 +159,11 @@ def _tls_options(func: Callable[P, None]) -> Callable[P, None]:
     ):
         func = option(func)
     return func
+
+
+def _tls_options(func: Callable[P, None]) -> Callable[P, None]:
+    func = click.option("--rtmps-port", type=int, default=None, help="RTMPS port [1936].")(func)
+    return _tls_files(func)
 
 
 def _workers_option(func: Callable[P, None]) -> Callable[P, None]:
@@ -280,6 +284,7 @@ def ingest_drain(node: str, deadline: float | None, **options: Any) -> None:
 @main.command("api")
 @_role_options
 @click.option("--http-port", type=int, default=None, help="HTTP port [8080].")
+@_tls_files
 @click.option("--public-url", default=None, help="Default server URL shown to streamers.")
 @_fail_cleanly
 def api_role(**options: Any) -> None:

@@ -58,7 +58,7 @@ from .ingest.server import Upkeep
 from .monitor import lifecycle
 from .monitor.nodes import NodeWatcher
 from .operations import ControlPlane
-from .settings import Settings
+from .settings import Settings, url_host
 from .state.codec import decode_event
 from .state.engines import StateEngines, open_state
 from .state.errors import StateUnavailable
@@ -376,8 +376,13 @@ class Node:
             dependencies=self._dependencies,
             nodes=self._registered_nodes,
         )
+        settings = self.settings
+        if self._tls is None and settings.tls_cert is not None and settings.tls_key is not None:
+            self._tls = tls.server_context(settings.tls_cert, settings.tls_key)
+        shared_tls = self._tls  # HTTPS with RTMPS's certificate: one SIGHUP renews both
         config = uvicorn.Config(
             create_app(context),
+            ssl_context_factory=None if shared_tls is None else lambda *_: shared_tls,
             log_config=None,
             access_log=False,
             lifespan="off",
@@ -388,7 +393,8 @@ class Node:
         )
         self._http = _EmbeddedUvicorn(config)
         self._http_task = asyncio.get_running_loop().create_task(self._http.serve([sock]))
-        log.info("HTTP listening on http://%s:%d", self.settings.host, self.http_port)
+        scheme = "http" if shared_tls is None else "https"
+        log.info("HTTP listening on %s://%s:%d", scheme, url_host(settings.host), self.http_port)
 
     async def stop(self) -> None:
         if self._workers is not None:

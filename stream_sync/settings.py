@@ -234,7 +234,7 @@ class Settings(BaseSettings):
         if self.public_url:
             return self.public_url
         port = self.rtmp_port if bound_port is None else bound_port
-        return f"rtmp://{_url_host(self.host)}{'' if port == 1935 else f':{port}'}/{self.rtmp_app}"
+        return f"rtmp://{url_host(self.host)}{'' if port == 1935 else f':{port}'}/{self.rtmp_app}"
 
     def public_rtmps_url(self, bound_port: int | None = None) -> str | None:
         """The RTMPS server URL, when RTMPS is on.
@@ -251,10 +251,10 @@ class Settings(BaseSettings):
             parts = urlsplit(self.public_url)
             if parts.scheme == "rtmps":
                 return self.public_url
-            host = parts.hostname or _url_host(self.host)
+            host = parts.hostname or url_host(self.host)
             host = f"[{host}]" if ":" in host else host
             return f"rtmps://{host}{suffix}{parts.path}"
-        return f"rtmps://{_url_host(self.host)}{suffix}/{self.rtmp_app}"
+        return f"rtmps://{url_host(self.host)}{suffix}/{self.rtmp_app}"
 
 
 def available_cores() -> int:
@@ -265,7 +265,8 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _url_host(host: str) -> str:
+def url_host(host: str) -> str:
+    """The host as a URL carries it: a name, an IPv4 address, or an [IPv6] one."""
     try:
         address = ipaddress.ip_address(host)
     except ValueError:

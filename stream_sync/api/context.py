@@ -74,8 +74,13 @@ class ApiContext:
     # The cluster's ingest nodes (for /metrics); None where no registry is known.
     nodes: Callable[[], Awaitable[list[NodeInfo]]] | None = None
 
-    @property
-    def cookie_secure(self) -> bool:
+    def cookie_secure(self, *, https: bool) -> bool:
+        """Whether the session cookie is Secure, for a request that came over ``https``.
+
+        The setting decides when given; otherwise Secure whenever the browser speaks
+        HTTPS to us (here, or to a trusted proxy in front) or the public URL says
+        rtmps://, so the cookie never travels in clear text where TLS was meant.
+        """
         if self.settings.cookie_secure is not None:
             return self.settings.cookie_secure
-        return (self.settings.public_url or "").startswith("rtmps://")
+        return https or (self.settings.public_url or "").startswith("rtmps://")

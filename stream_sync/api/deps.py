@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -45,15 +46,7 @@ def connection_address(connection: HTTPConnection, context: ApiContext) -> str:
     cannot choose its address by sending the header itself.
     """
     peer = connection.client.host if connection.client else "unknown"
-    networks = [ipaddress.ip_network(n, strict=False) for n in context.settings.trusted_proxies]
-
-    def trusted(address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in networks)
-
+    trusted = _trusted(context)
     if not trusted(peer):
         return peer
     forwarded = connection.headers.get("x-forwarded-for", "")
@@ -65,6 +58,30 @@ def connection_address(connection: HTTPConnection, context: ApiContext) -> str:
             except ValueError:
                 return peer  # garbage in the header: fall back to what we know
     return peer
+
+
+def over_https(connection: HTTPConnection, context: ApiContext) -> bool:
+    """Whether the browser spoke HTTPS: to us, or to the trusted proxy that forwarded it."""
+    if connection.url.scheme in ("https", "wss"):
+        return True
+    peer = connection.client.host if connection.client else "unknown"
+    if not _trusted(context)(peer):
+        return False
+    forwarded = connection.headers.get("x-forwarded-proto", "")
+    return forwarded.split(",")[-1].strip().lower() == "https"  # the proxy's own hop
+
+
+def _trusted(context: ApiContext) -> Callable[[str], bool]:
+    networks = [ipaddress.ip_network(n, strict=False) for n in context.settings.trusted_proxies]
+
+    def trusted(address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in networks)
+
+    return trusted
 
 
 Address = Annotated[str, Depends(client_address)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import httpx
+import pytest
 from sqlalchemy import text
 
 from stream_sync.db.models import Role
@@ -199,3 +201,33 @@ async def test_oversized_bodies_are_refused_with_413(api: Api) -> None:
     )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"
+
+
+@pytest.mark.parametrize(
+    ("base", "address", "headers", "secure"),
+    [
+        ("http://testserver", "203.0.113.7", {}, False),
+        ("https://testserver", "203.0.113.7", {}, True),  # HTTPS served here (--tls-cert)
+        # A proxy we trust ended TLS: its own hop, the last one, says so.
+        ("http://testserver", "10.1.2.3", {"X-Forwarded-Proto": "http, https"}, True),
+        ("http://testserver", "10.1.2.3", {"X-Forwarded-Proto": "https, http"}, False),
+        # Anyone else saying so is not believed.
+        ("http://testserver", "203.0.113.7", {"X-Forwarded-Proto": "https"}, False),
+    ],
+    ids=["http", "https", "trusted-proxy", "proxy-spoken-to-in-clear", "untrusted-claim"],
+)
+async def test_the_session_cookie_is_secure_wherever_the_browser_spoke_https(
+    api: Api, base: str, address: str, headers: dict[str, str], secure: bool
+) -> None:
+    await api.user("sam@example.com")
+    transport = httpx.ASGITransport(app=api.app, client=(address, 40000))
+    async with httpx.AsyncClient(transport=transport, base_url=base) as client:
+        response = await client.post(
+            "/api/auth/login",
+            json={"email": "sam@example.com", "password": PASSWORD},
+            headers=headers,
+        )
+    assert response.status_code == 200
+    cookie = response.headers["set-cookie"]
+    assert ("; secure" in cookie.lower()) is secure, cookie
+    assert "httponly" in cookie.lower()

@@ -151,11 +151,16 @@ def ffmpeg_live(exe: str, url: str, seconds: float) -> list[str]:
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
+def server_options() -> list[str]:
+    """More `serve` options; a test module overrides this fixture to add its own."""
+    return []
+
+
+@pytest.fixture
+async def server(tmp_path: Path, server_options: list[str]) -> AsyncIterator[Server]:
     data = tmp_path / "data"
-    proc = await run_process(
-        [*CLI, "serve", "--data-dir", str(data), "--rtmp-port", "0", "--http-port", "0"]
-    )
+    ports = ["--rtmp-port", "0", "--http-port", "0"]
+    proc = await run_process([*CLI, "serve", "--data-dir", str(data), *ports, *server_options])
     running = Server(LoggedProcess(proc), data)
     try:
         log = running.process

@@ -46,15 +46,17 @@ def localhost_url(node: Node, key: str) -> str:
     return f"rtmps://localhost:{node.rtmps_port}/live/{key}"
 
 
-async def served_certificate(node: Node, **context_options: object) -> bytes:
-    """The certificate a fresh TLS handshake with the node's RTMPS port gets (DER)."""
+async def served_certificate(
+    node: Node, port: int | None = None, **context_options: object
+) -> bytes:
+    """The certificate a fresh TLS handshake with ``port`` (RTMPS by default) gets (DER)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     for name, value in context_options.items():
         setattr(context, name, value)
     reader, writer = await asyncio.open_connection(
-        "127.0.0.1", node.rtmps_port, ssl=context, server_hostname="localhost"
+        "127.0.0.1", port or node.rtmps_port, ssl=context, server_hostname="localhost"
     )
     try:
         ssl_object = writer.get_extra_info("ssl_object")
@@ -149,12 +151,14 @@ async def test_a_renewed_certificate_is_served_without_a_restart(
     assert settings.tls_key is not None
     first = der_of(settings.tls_cert)
     assert await served_certificate(tls_node) == first
+    assert await served_certificate(tls_node, tls_node.http_port) == first  # HTTPS: the same
 
     renewed, renewed_key = write_certificate(tmp_path / "renewed")
     settings.tls_cert.write_bytes(renewed.read_bytes())
     settings.tls_key.write_bytes(renewed_key.read_bytes())
     tls_node.reload_tls()
     assert await served_certificate(tls_node) == der_of(renewed)
+    assert await served_certificate(tls_node, tls_node.http_port) == der_of(renewed)  # HTTPS
     assert "TLS certificate reloaded" in caplog.text
 
     # A half-written renewal (certificate of one pair, key of another) keeps the last one.

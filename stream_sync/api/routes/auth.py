@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ...accounts import api_tokens, users, web_sessions
 from ...accounts.errors import InvalidCredentials, TooManyAttempts
 from ...db.models import Role
-from ..deps import SESSION_COOKIE, Address, Context, CurrentUser
+from ..deps import SESSION_COOKIE, Address, Context, CurrentUser, over_https
 
 router = APIRouter(prefix="/api", tags=["auth"])
 
@@ -39,7 +39,7 @@ class SessionOut(BaseModel):
 
 @router.post("/auth/login")
 async def login(
-    body: LoginIn, response: Response, context: Context, address: Address
+    body: LoginIn, request: Request, response: Response, context: Context, address: Address
 ) -> SessionOut:
     email = body.email.strip().lower()
     wait = context.throttle.check(email, address)
@@ -65,7 +65,7 @@ async def login(
         max_age=int(ttl.total_seconds()),
         httponly=True,
         samesite="lax",
-        secure=context.cookie_secure,
+        secure=context.cookie_secure(https=over_https(request, context)),
         path="/",
     )
     return SessionOut(user=UserOut.model_validate(user), csrf_token=info.csrf_token)
