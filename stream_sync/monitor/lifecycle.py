@@ -644,11 +644,7 @@ async def expire_grace(
                 )
             )
         ).all()
-    events: list[StatusChanged] = []
-    for channel_id in due:
-        outcome = await _simple(sessions, channel_id, node, machine.tick, now=now)
-        events += outcome.status_events
-    return events
+    return await _each(sessions, due, node, lambda unit: machine.tick(unit.state, now=now), now=now)
 
 
 async def node_lost(
@@ -656,18 +652,48 @@ async def node_lost(
 ) -> list[StatusChanged]:
     """A node stopped heartbeating: its channels wait in Reconnecting for their owners."""
     async with sessions() as session, session.begin():
-        rows = (
-            await session.execute(
-                select(PublishSession.channel_id, Channel.grace_seconds)
-                .join(Channel, Channel.id == PublishSession.channel_id)
-                .where(PublishSession.ended_at.is_(None), PublishSession.node == node)
+        channel_ids = (
+            await session.scalars(
+                select(PublishSession.channel_id).where(
+                    PublishSession.ended_at.is_(None), PublishSession.node == node
+                )
             )
         ).all()
+
+    def lost(unit: _Unit) -> Transition:
+        grace = float(unit.grace_seconds) if unit.grace_seconds is not None else default_grace
+        return machine.node_lost(unit.state, now=now, grace=grace)
+
+    return await _each(sessions, channel_ids, "monitor", lost, now=now)
+
+
+# Channels per transaction when the monitor acts on many at once: a dead node's
+# hundreds of channels in a few transactions, none holding its locks for long.
+_EACH_BATCH = 256
+
+
+async def _each(
+    sessions: Sessions,
+    channel_ids: Sequence[int],
+    node: str,
+    step: Callable[[_Unit], Transition],
+    *,
+    now: float,
+) -> list[StatusChanged]:
+    """One transition on each channel's open session, many channels per transaction.
+
+    Channels gone or without an open session by the time they are locked are skipped.
+    """
     events: list[StatusChanged] = []
-    for channel_id, grace_seconds in rows:
-        grace = float(grace_seconds) if grace_seconds is not None else default_grace
-        outcome = await _simple(
-            sessions, channel_id, "monitor", machine.node_lost, now=now, grace=grace
-        )
-        events += outcome.status_events
+    for start in range(0, len(channel_ids), _EACH_BATCH):
+        async with sessions() as session, session.begin():
+            connection = await session.connection()
+            batch = channel_ids[start : start + _EACH_BATCH]
+            units = await _units(connection, batch, node=node, now=now)
+            open_units = [unit for unit in units.values() if unit.row is not None]
+            for unit in open_units:
+                unit.apply(step(unit))
+            await _write(connection, open_units)
+        for unit in open_units:
+            events += _status(unit.events)
     return events

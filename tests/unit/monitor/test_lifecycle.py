@@ -433,3 +433,28 @@ async def test_two_publishes_of_one_channel_in_a_storm_follow_each_other(
         row = await session.get(PublishSession, first[0].session_id)
     assert row is not None
     assert (row.publishes, row.remote_address) == (2, "192.0.2.1")
+
+
+async def test_a_lost_nodes_channels_wait_in_one_transaction_not_one_each(
+    sessions: Sessions, engine: AsyncEngine
+) -> None:
+    channels = [await channel(sessions, f"ch{n}") for n in range(5)]
+    for cid, key in channels:
+        await start(sessions, cid, key, T0)
+        await flowing(sessions, cid, T0 + 1)
+    gone_id = channels[-1][0]
+    async with sessions() as session:  # deleted after the node's sessions were listed, say
+        await delete_channel(session, channel_id=gone_id, actor=audit.Actor.cli())
+    transactions: list[object] = []
+    sa_event.listen(engine.sync_engine, "begin", transactions.append)
+
+    lost = await lifecycle.node_lost(sessions, node="node-1", now=T0 + 5, default_grace=GRACE)
+    assert len(transactions) == 2  # the listing, then every channel's transition
+    assert sorted(e.channel_id for e in lost) == sorted(cid for cid, _ in channels[:-1])
+    assert {(e.status, e.grace_until) for e in lost} == {("reconnecting", T0 + 5 + GRACE)}
+
+    transactions.clear()
+    expired = await lifecycle.expire_grace(sessions, now=T0 + 5 + GRACE)
+    assert len(transactions) == 2
+    assert {(e.status, e.reason) for e in expired} == {("offline", "node lost")}
+    assert len(expired) == len(channels) - 1
