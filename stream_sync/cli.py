@@ -204,9 +204,9 @@ def _start(roles: frozenset[Role], options: dict[str, Any]) -> None:
     settings = settings_from_supervisor() if worker_index else load_settings(**options)
     settings.rtmp_config()  # validates the combination before anything starts
     settings.check_tls()
-    if settings.tls_cert is not None and settings.tls_key is not None:
+    if (files := settings.tls_files()) is not None:
         try:
-            tls.server_context(settings.tls_cert, settings.tls_key)  # its problem, in one line
+            tls.server_context(*files)  # its problem, in one line, before anything starts
         except tls.TlsError as exc:
             raise CommandError(f"cannot serve RTMPS: {exc}") from None
     if roles != ALL_ROLES and settings.redis_url is None:
@@ -338,13 +338,13 @@ async def _serve(
 
 def _listen_error(settings: Settings, exc: OSError) -> str:
     if exc.errno == errno.EADDRINUSE:
+        ports = [("RTMP", settings.rtmp_port), ("HTTP", settings.http_port)]
+        if settings.tls:
+            ports.insert(1, ("RTMPS", settings.rtmps_port))
         return (
             f"cannot listen on {settings.host}: a port is already in use "
-            f"(RTMP {settings.rtmp_port}, "
-            + (f"RTMPS {settings.rtmps_port}, " if settings.tls else "")
-            + f"HTTP {settings.http_port}); choose others with --rtmp-port"
-            + (" / --rtmps-port" if settings.tls else "")
-            + " / --http-port"
+            f"({', '.join(f'{name} {port}' for name, port in ports)}); choose others with "
+            + " / ".join(f"--{name.lower()}-port" for name, _ in ports)
         )
     return f"cannot listen on {settings.host}: {exc.strerror or exc}"
 

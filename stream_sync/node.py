@@ -178,7 +178,7 @@ class Node:
             sessions=store.sessions, secrets=store.secrets, bus=self.bus, checker=self.checker
         )
         self.refusals = RefusalAggregator(store.sessions)
-        self.live = BusLiveView(self.bus, self._default_rtmp_url, self._default_rtmps_url)
+        self.live = BusLiveView(self.bus, self._default_rtmp_url, lambda: self.rtmps_url)
         self.rtmp_port = 0
         self.rtmps_port = 0
         self.http_port = 0
@@ -214,6 +214,7 @@ class Node:
 
     @property
     def rtmps_url(self) -> str | None:
+        """The bound RTMPS port's URL; before it is bound (or elsewhere), the configured one."""
         return self.settings.public_rtmps_url(self.rtmps_port or None)
 
     def reload_tls(self) -> None:
@@ -221,9 +222,9 @@ class Node:
         if self._workers is not None:
             log.info("reloading the TLS certificate of %d ingest workers", len(self._workers.pids))
             self._workers.signal_all(signal.SIGHUP)
-        settings = self.settings
-        if self._tls is not None and settings.tls_cert and settings.tls_key:
-            tls.reload(self._tls, settings.tls_cert, settings.tls_key)
+        files = self.settings.tls_files()
+        if self._tls is not None and files is not None:
+            tls.reload(self._tls, *files)
 
     def _background(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coroutine))
@@ -341,8 +342,8 @@ class Node:
         )
         host, shared = settings.host, self.worker_index is not None
         self.rtmp_port = await self._ingest.start(host, settings.rtmp_port, reuse_port=shared)
-        if settings.tls_cert is not None and settings.tls_key is not None:
-            self._tls = tls.server_context(settings.tls_cert, settings.tls_key)
+        if (files := settings.tls_files()) is not None:
+            self._tls = tls.server_context(*files)
             self.rtmps_port = await self._ingest.start_tls(
                 host, settings.rtmps_port, self._tls, reuse_port=shared
             )
@@ -377,8 +378,8 @@ class Node:
             nodes=self._registered_nodes,
         )
         settings = self.settings
-        if self._tls is None and settings.tls_cert is not None and settings.tls_key is not None:
-            self._tls = tls.server_context(settings.tls_cert, settings.tls_key)
+        if self._tls is None and (files := settings.tls_files()) is not None:
+            self._tls = tls.server_context(*files)
         shared_tls = self._tls  # HTTPS with RTMPS's certificate: one SIGHUP renews both
         config = uvicorn.Config(
             create_app(context),
@@ -578,9 +579,6 @@ class Node:
 
     def _default_rtmp_url(self) -> str:
         return self.rtmp_url if self.rtmp_port else self.settings.public_rtmp_url()
-
-    def _default_rtmps_url(self) -> str | None:
-        return self.rtmps_url if self.rtmps_port else self.settings.public_rtmps_url()
 
     # The live view of this node's own publishers (admin socket, tests) ------------------------
 

@@ -193,10 +193,16 @@ class Settings(BaseSettings):
             idle_timeout=self.idle_timeout,
         )
 
+    def tls_files(self) -> tuple[Path, Path] | None:
+        """The certificate and key, when both are given: RTMPS and HTTPS are on."""
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        return self.tls_cert, self.tls_key
+
     @property
     def tls(self) -> bool:
         """Whether RTMPS is on (checked by `check_tls`)."""
-        return self.tls_cert is not None and self.tls_key is not None
+        return self.tls_files() is not None
 
     def check_tls(self) -> None:
         """Both TLS files or neither: one of them alone is a typo, not a choice."""

@@ -45,7 +45,7 @@ def connection_address(connection: HTTPConnection, context: ApiContext) -> str:
     Walks X-Forwarded-For from the right, skipping trusted proxies, so a client
     cannot choose its address by sending the header itself.
     """
-    peer = connection.client.host if connection.client else "unknown"
+    peer = _peer(connection)
     trusted = _trusted(context)
     if not trusted(peer):
         return peer
@@ -64,11 +64,14 @@ def over_https(connection: HTTPConnection, context: ApiContext) -> bool:
     """Whether the browser spoke HTTPS: to us, or to the trusted proxy that forwarded it."""
     if connection.url.scheme in ("https", "wss"):
         return True
-    peer = connection.client.host if connection.client else "unknown"
-    if not _trusted(context)(peer):
+    if not _trusted(context)(_peer(connection)):
         return False
     forwarded = connection.headers.get("x-forwarded-proto", "")
     return forwarded.split(",")[-1].strip().lower() == "https"  # the proxy's own hop
+
+
+def _peer(connection: HTTPConnection) -> str:
+    return connection.client.host if connection.client else "unknown"
 
 
 def _trusted(context: ApiContext) -> Callable[[str], bool]:

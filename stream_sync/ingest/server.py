@@ -106,14 +106,7 @@ class IngestServer:
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         """Listen; with reuse_port, beside the other workers of this server (SO_REUSEPORT)."""
-        self._server = await self.loop.create_server(
-            lambda: RtmpProtocol(self),
-            host,
-            port,
-            reuse_address=True,
-            reuse_port=reuse_port,
-            backlog=1024,
-        )
+        self._server = await self._listen(host, port, reuse_port)
         self.port = self._server.sockets[0].getsockname()[1]
         self._daemons = [
             self.loop.create_task(self._sweep()),
@@ -126,18 +119,22 @@ class IngestServer:
         self, host: str, port: int, context: ssl.SSLContext, *, reuse_port: bool = False
     ) -> int:
         """Listen for RTMPS too: the same protocol inside TLS (ingest/tls.py)."""
-        self._tls_server = await self.loop.create_server(
-            lambda: RtmpProtocol(self),
-            host,
-            port,
-            ssl=context,
-            ssl_handshake_timeout=self.config.handshake_timeout,
-            reuse_address=True,
-            reuse_port=reuse_port,
-            backlog=1024,
+        self._tls_server = await self._listen(
+            host, port, reuse_port, ssl=context, ssl_handshake_timeout=self.config.handshake_timeout
         )
         self.tls_port = self._tls_server.sockets[0].getsockname()[1]
         return self.tls_port
+
+    async def _listen(self, host: str, port: int, reuse_port: bool, **tls: Any) -> asyncio.Server:
+        return await self.loop.create_server(
+            lambda: RtmpProtocol(self),
+            host,
+            port,
+            reuse_address=True,
+            reuse_port=reuse_port,
+            backlog=1024,
+            **tls,
+        )
 
     def opened(self, proto: RtmpProtocol) -> None:
         self.connections.add(proto)

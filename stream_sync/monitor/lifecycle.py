@@ -286,19 +286,20 @@ async def _units(
     else:
         await connection.execute(_WRITE_LOCK, {"channel_id": channel_ids[0]})
     found = (await connection.execute(query, {"channel_ids": sorted(set(channel_ids))})).mappings()
-    return {
-        row["channel_id"]: _Unit(
+    units: dict[int, _Unit] = {}
+    for row in found:
+        session = row if row["id"] is not None else None  # the channel's open session
+        units[row["channel_id"]] = _Unit(
             channel_id=row["channel_id"],
             event_seq=row["event_seq"],
             grace_seconds=row["grace_seconds"],
             test_mode=row["test_mode"],
-            row=row if row["id"] is not None else None,
-            state=_state(row if row["id"] is not None else None),
+            row=session,
+            state=_state(session),
             node=node,
             now=now,
         )
-        for row in found
-    }
+    return units
 
 
 async def _unit(connection: AsyncConnection, channel_id: int, *, node: str, now: float) -> _Unit:

@@ -126,14 +126,13 @@ async def stage_locked(
     rows: list[dict[str, Any]] = []
     now = utcnow()
     for channel_id, last_seq, events in channels:
-        numbered = [_numbered(event, seq) for seq, event in enumerate(events, start=last_seq + 1)]
+        numbered: list[E] = []
+        for seq, event in enumerate(events, start=last_seq + 1):
+            numbered.append(_numbered(event, seq))
+            rows.append(_row(numbered[-1], channel_id, seq, now))
         staged.append(numbered)
         if numbered:
             advances.append({"channel_id": channel_id, "last_seq": last_seq + len(numbered)})
-            rows += [
-                _row(event, channel_id, seq, now)
-                for seq, event in enumerate(numbered, start=last_seq + 1)
-            ]
     if advances:
         await connection.execute(_SET_SEQ, advances)
         await connection.execute(_STAGE, rows)
