@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     # RTMP limits (see rtmp.config.RtmpConfig for what each one guards).
     handshake_timeout: float = Field(5.0, gt=0, le=300)
     idle_timeout: float = Field(30.0, gt=0, le=3600)
+    publish_timeout: float = Field(15.0, gt=0, le=3600)  # from TCP accept to publish
     admission_timeout: float = Field(5.0, gt=0, le=60)
     max_message_size: int = Field(8 * 1024 * 1024, ge=64 * 1024, le=0xFFFFFF)
     max_control_size: int = Field(64 * 1024, ge=4 * 1024, le=1024 * 1024)
@@ -191,6 +192,7 @@ class Settings(BaseSettings):
             out_chunk_size=self.out_chunk_size,
             handshake_timeout=self.handshake_timeout,
             idle_timeout=self.idle_timeout,
+            publish_timeout=self.publish_timeout,
         )
 
     def tls_files(self) -> tuple[Path, Path] | None:

@@ -34,6 +34,7 @@ class RtmpConfig:
     peer_bandwidth: int = 2_500_000
     handshake_timeout: float = 5.0
     idle_timeout: float = 30.0
+    publish_timeout: float = 15.0  # from TCP accept to the first publish command
     max_streams: int = 4  # createStream calls per connection
     video_fourccs: tuple[str, ...] = ("avc1", "hvc1", "av01", "vp09", "vp08", "vvc1")
     audio_fourccs: tuple[str, ...] = ("mp4a", "Opus", "fLaC", "ac-3", "ec-3", ".mp3")
@@ -50,5 +51,5 @@ class RtmpConfig:
             raise ValueError("message size limits are too small")
         if self.max_chunk_streams < 4 or self.max_streams < 1:
             raise ValueError("at least 4 chunk streams and 1 message stream are needed")
-        if self.handshake_timeout <= 0 or self.idle_timeout <= 0:
+        if min(self.handshake_timeout, self.idle_timeout, self.publish_timeout) <= 0:
             raise ValueError("timeouts must be positive")

@@ -28,7 +28,13 @@ from . import amf0, flv, handshake
 from .chunk import ChunkReader, ChunkWriter
 from .config import FourCcInfo, RtmpConfig
 from .counters import MediaCounters
-from .errors import HandshakeTimeoutError, IdleTimeoutError, LocalProtocolError, ProtocolError
+from .errors import (
+    HandshakeTimeoutError,
+    IdleTimeoutError,
+    LocalProtocolError,
+    ProtocolError,
+    PublishTimeoutError,
+)
 from .events import (
     CodecConfigured,
     CommandIgnored,
@@ -91,6 +97,9 @@ class ServerConnection:
         self.config = config
         self.state = State.HANDSHAKE
         self.created_at = now
+        # Until the first publish, a connection only costs us: a peer that dawdles
+        # through connect and createStream is dropped after config.publish_timeout.
+        self.publish_requested = False
         self.last_received_at = now
         self.bytes_received = 0
         self.digest_scheme: int | None = None
@@ -150,12 +159,13 @@ class ServerConnection:
 
     def deadline(self) -> float:
         """When handle_timer() must next run."""
+        config = self.config
+        idle = self.last_received_at + config.idle_timeout
         if self.state in (State.HANDSHAKE, State.HANDSHAKE_ACK):
-            return min(
-                self.created_at + self.config.handshake_timeout,
-                self.last_received_at + self.config.idle_timeout,
-            )
-        return self.last_received_at + self.config.idle_timeout
+            return min(self.created_at + config.handshake_timeout, idle)
+        if not self.publish_requested:
+            return min(self.created_at + config.publish_timeout, idle)
+        return idle
 
     # Input -------------------------------------------------------------------------
 
@@ -198,6 +208,8 @@ class ServerConnection:
             raise HandshakeTimeoutError(
                 f"handshake not completed within {self.config.handshake_timeout:g} s"
             )
+        if not self.publish_requested and now >= self.created_at + self.config.publish_timeout:
+            raise PublishTimeoutError(f"no publish within {self.config.publish_timeout:g} s")
         if now >= self.last_received_at + self.config.idle_timeout:
             raise IdleTimeoutError(f"nothing received for {self.config.idle_timeout:g} s")
 
@@ -500,6 +512,7 @@ class ServerConnection:
         name = args[0] if args and isinstance(args[0], str) else ""
         publish_type = args[1] if len(args) > 1 and isinstance(args[1], str) else "live"
         self.streams[msid] = StreamState.PUBLISH_PENDING
+        self.publish_requested = True
         self._reader.paused = True
         self._events.append(PublishRequested(msid, name, publish_type))
 

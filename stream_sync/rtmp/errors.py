@@ -19,5 +19,9 @@ class IdleTimeoutError(ProtocolError):
     """The peer sent nothing for longer than the idle timeout."""
 
 
+class PublishTimeoutError(ProtocolError):
+    """The peer connected but did not ask to publish in time (a loiterer, not an encoder)."""
+
+
 class LocalProtocolError(Exception):
     """The application called the connection API in a state where that is wrong."""

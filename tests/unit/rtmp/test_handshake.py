@@ -16,7 +16,12 @@ from stream_sync.rtmp import handshake
 from stream_sync.rtmp.client import ClientConnection, Connected
 from stream_sync.rtmp.config import RtmpConfig
 from stream_sync.rtmp.connection import ServerConnection, State
-from stream_sync.rtmp.errors import HandshakeTimeoutError, IdleTimeoutError, ProtocolError
+from stream_sync.rtmp.errors import (
+    HandshakeTimeoutError,
+    IdleTimeoutError,
+    ProtocolError,
+    PublishTimeoutError,
+)
 from stream_sync.rtmp.events import HandshakeCompleted
 
 from .wire import CONFIG, T0, Capture, Pair, Peer, Server, seeded_bytes
@@ -244,15 +249,38 @@ def test_missing_c2_times_out_too() -> None:
 
 
 def test_idle_timeout_after_the_handshake() -> None:
-    server = Server()
+    config = RtmpConfig(publish_timeout=3600)  # only the idle timeout applies here
+    server = Server(config)
     server.feed(Peer().handshake(), now=T0 + 1)
     conn = server.conn
-    assert conn.deadline() == T0 + 1 + CONFIG.idle_timeout
-    conn.handle_timer(T0 + CONFIG.handshake_timeout + 1)  # the handshake is done: no timeout
+    assert conn.deadline() == T0 + 1 + config.idle_timeout
+    conn.handle_timer(T0 + config.handshake_timeout + 1)  # the handshake is done: no timeout
     server.feed(Peer().connect(), now=T0 + 20)
-    assert conn.deadline() == T0 + 20 + CONFIG.idle_timeout
-    conn.handle_timer(T0 + 20 + CONFIG.idle_timeout - 0.001)
+    assert conn.deadline() == T0 + 20 + config.idle_timeout
+    conn.handle_timer(T0 + 20 + config.idle_timeout - 0.001)
     with pytest.raises(IdleTimeoutError, match="nothing received for 30 s"):
-        conn.handle_timer(T0 + 20 + CONFIG.idle_timeout)
+        conn.handle_timer(T0 + 20 + config.idle_timeout)
     assert issubclass(IdleTimeoutError, ProtocolError)
     assert issubclass(HandshakeTimeoutError, ProtocolError)
+    assert issubclass(PublishTimeoutError, ProtocolError)
+
+
+def test_a_connection_that_never_publishes_times_out() -> None:
+    """Connect, then trickle: never idle, handshake done, still dropped at the deadline."""
+    server = Server(RtmpConfig(publish_timeout=10))
+    server.feed(Peer().handshake() + Peer().connect(), now=T0 + 1)
+    conn = server.conn
+    assert conn.deadline() == T0 + 10
+    conn.handle_timer(T0 + 9.999)
+    with pytest.raises(PublishTimeoutError, match="no publish within 10 s"):
+        conn.handle_timer(T0 + 10)
+
+
+def test_publishing_lifts_the_publish_timeout() -> None:
+    config = RtmpConfig(publish_timeout=10)
+    server = Server(config)
+    server.feed(Peer().publish_session(), now=T0 + 1)
+    conn = server.conn
+    assert conn.publish_requested
+    assert conn.deadline() == T0 + 1 + config.idle_timeout
+    conn.handle_timer(T0 + 20)  # past the publish timeout: nothing raised
