@@ -6,7 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test lint typecheck unit screenshots install install-dev lock clean bench
+.PHONY: run test lint typecheck unit screenshots install install-dev lock clean bench fuzz \
+	fuzz-corpus
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +52,23 @@ bench: $(VENV)/.runtime
 	dpkg -s nginx libnginx-mod-rtmp >/dev/null 2>&1 || \
 		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx libnginx-mod-rtmp)
 	$(BIN)/python -m benchmarks.ingest $(ARGS)
+
+# Coverage-guided fuzzing of the RTMP core (issue 9): 2.5 million inputs into each of the four
+# targets in tests/fuzz, two at a time; figures in benchmarks/results/fuzz.md (about an hour).
+fuzz: $(VENV)/.dev
+	$(BIN)/python -m benchmarks.fuzz $(ARGS)
+
+# Fold new seeds (from the captures) and what `make fuzz` found into tests/fuzz/corpus,
+# keeping only the inputs that add coverage (libFuzzer's -merge=1).
+FUZZ_TARGETS := server session amf0 media
+fuzz-corpus: $(VENV)/.dev
+	rm -rf build/fuzz/seeds
+	$(BIN)/python -m tests.fuzz.seeds build/fuzz/seeds
+	for target in $(FUZZ_TARGETS); do \
+		mkdir -p tests/fuzz/corpus/$$target build/fuzz/$$target && \
+		$(BIN)/python -m tests.fuzz.run $$target -merge=1 tests/fuzz/corpus/$$target \
+			build/fuzz/seeds/$$target build/fuzz/$$target || exit 1; \
+	done
 
 # Re-pin every dependency (needs pip-tools in the venv: make install-dev && .venv/bin/pip install pip-tools).
 lock:
