@@ -51,6 +51,7 @@ from .db.models import Channel, IngestServer, PublishSession
 from .db.retention import purge
 from .ingest import tls
 from .ingest.admission import KeyAdmission, TakeoverPolicy
+from .ingest.guard import Guard
 from .ingest.keycheck import CacheTimes, KeyChecker
 from .ingest.recorder import DatabaseRecorder
 from .ingest.server import IngestServer as RtmpIngest
@@ -339,6 +340,7 @@ class Node:
                 health=settings.health_thresholds(),
             ),
             admission_timeout=settings.admission_timeout,
+            guard=Guard(settings.guard_limits()),
         )
         host, shared = settings.host, self.worker_index is not None
         self.rtmp_port = await self._ingest.start(host, settings.rtmp_port, reuse_port=shared)
@@ -463,6 +465,7 @@ class Node:
             mbps=round(self._mbps, 3),
             draining=self.ingest.draining,
             server=self.server_name,
+            guard=dict(self.ingest.guard.counts),
         )
 
     async def _retention(self) -> None:

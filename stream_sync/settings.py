@@ -20,6 +20,7 @@ import platformdirs
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .ingest.guard import GuardLimits
 from .monitor.health import HealthThresholds
 from .rtmp.config import RtmpConfig
 
@@ -73,6 +74,15 @@ class Settings(BaseSettings):
     # SO_RCVLOWAT, ingest/batching.py): fewer reads, the same bytes; 0 reads at once.
     read_batch: float = Field(0.1, ge=0, le=1)
     shutdown_grace: float = Field(2.0, ge=0, le=60)
+
+    # Abuse limits on the RTMP port, per ingest process (see ingest/guard.py).
+    max_connections: int = Field(10_000, ge=1, le=1_000_000)
+    max_connections_per_address: int = Field(32, ge=1, le=1_000_000)  # IPv6: per /64
+    failed_publish_limit: int = Field(10, ge=1, le=100_000)  # per address: then blocked
+    failed_key_limit: int = Field(20, ge=1, le=100_000)  # per key id: wrong secrets slowed
+    failure_window: float = Field(60.0, gt=0, le=86_400)  # seconds the two counts cover
+    block_duration: float = Field(300.0, ge=0, le=86_400)
+    max_refusal_delay: float = Field(5.0, ge=0, le=60)  # a retrying encoder waits this long
     # Ingest worker processes sharing the RTMP port; None: see worker_count().
     workers: int | None = Field(None, ge=1, le=MAX_WORKERS)
 
@@ -193,6 +203,17 @@ class Settings(BaseSettings):
             handshake_timeout=self.handshake_timeout,
             idle_timeout=self.idle_timeout,
             publish_timeout=self.publish_timeout,
+        )
+
+    def guard_limits(self) -> GuardLimits:
+        return GuardLimits(
+            max_connections=self.max_connections,
+            max_connections_per_address=self.max_connections_per_address,
+            failed_publishes=self.failed_publish_limit,
+            failed_per_key=self.failed_key_limit,
+            failure_window=self.failure_window,
+            block_for=self.block_duration,
+            max_refusal_delay=self.max_refusal_delay,
         )
 
     def tls_files(self) -> tuple[Path, Path] | None:

@@ -164,6 +164,16 @@ class BusRecorder:
         self._subscription.close()
 
 
+class ManualClock:
+    """A clock that moves only when a test says so."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class RtmpTestClient:
     """stream-sync's own sans-IO client over a real socket, for precise misbehaviour."""
 
@@ -175,8 +185,9 @@ class RtmpTestClient:
         self.conn: ClientConnection | None = None
 
     @classmethod
-    async def open(cls, port: int) -> RtmpTestClient:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async def open(cls, port: int, source: str = "127.0.0.1") -> RtmpTestClient:
+        """Connect from `source`: any 127.0.0.0/8 address, so limits see another client."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
         return cls(reader, writer)
 
     async def connect(

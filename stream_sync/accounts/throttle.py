@@ -23,12 +23,13 @@ implement the same three methods later.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
+
+from ..addresses import address_key
 
 WINDOW = 15 * 60.0
 ACCOUNT_FREE_FAILURES = 4  # the 5th failure locks
@@ -79,7 +80,7 @@ class LoginThrottle:
         if account is not None:
             wait = max(wait, account.locked_until - now)
         if address is not None:
-            entry = self._addresses.get(_address_key(address))
+            entry = self._addresses.get(address_key(address))
             if entry is not None:
                 wait = max(wait, entry.blocked_until - now)
         return max(wait, 0.0)
@@ -102,7 +103,7 @@ class LoginThrottle:
 
         if address is None:
             return
-        key = _address_key(address)
+        key = address_key(address)
         entry = self._addresses.pop(key, None)
         if entry is None or now - entry.window_start > WINDOW:
             entry = _Address(
@@ -142,15 +143,3 @@ class LoginThrottle:
 
 def _account_key(email: str) -> str:
     return email.strip().lower()[:_KEY_MAX]
-
-
-def _address_key(address: str) -> str:
-    try:
-        ip = ipaddress.ip_address(address.strip())
-    except ValueError:
-        return address[:64]
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)

@@ -92,13 +92,21 @@ class ClusterCollector(Collector):
         node_room = GaugeMetricFamily(
             "stream_sync_node_has_room", "1 while the node admits publishers", labels=["node"]
         )
+        guard = CounterMetricFamily(
+            "stream_sync_ingest_guard",
+            "Connections and publishes refused by the abuse limits, and timeouts, by reason",
+            labels=["node", "reason"],
+        )
         for node in self._state.nodes:
             node_publishers.add_metric([node.node_id], float(node.publishers))
             node_mbps.add_metric([node.node_id], node.mbps)
             node_room.add_metric([node.node_id], 1.0 if node.has_room else 0.0)
+            for reason, count in sorted(node.guard.items()):
+                guard.add_metric([node.node_id, reason], float(count))
         yield node_publishers
         yield node_mbps
         yield node_room
+        yield guard
 
 
 def render(state: ClusterState) -> bytes:

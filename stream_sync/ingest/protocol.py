@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import socket
 import time
 from collections.abc import Callable, Coroutine
@@ -40,6 +41,7 @@ from ..state.interfaces import (
     StopRequested,
 )
 from .admission import PublishGrant, PublishRefusal
+from .guard import FAILURES
 
 if TYPE_CHECKING:
     from .server import IngestServer
@@ -99,6 +101,11 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        server = self.server
+        if server.guard.connection_opened(self.address, len(server.connections)) is not None:
+            self.transport = None  # never opened: connection_lost has nothing to undo
+            cast(asyncio.Transport, transport).abort()
+            return
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -138,6 +145,9 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         return False  # let asyncio close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is None:
+            return  # refused by the guard at accept
+        self.server.guard.connection_closed(self.address)
         if self._admission is not None:
             self._admission.cancel()
         reason = self.close_reason or (f"connection error: {exc}" if exc else "peer closed")
@@ -226,8 +236,31 @@ class RtmpProtocol(asyncio.BufferedProtocol):
             pass  # e.g. libaom's empty first AV1 record; a later one describes the stream
 
     async def _admit(self, event: PublishRequested) -> None:
-        conn = self.conn
+        try:
+            decision = await self._decide(event)
+        finally:
+            self._admission = None
         server = self.server
+        if self.transport is None or self.transport.is_closing():
+            if isinstance(decision, PublishGrant):
+                await server.admission.release(decision)
+            return
+        if isinstance(decision, PublishRefusal):
+            self._refuse(event, decision)
+        else:
+            self._accept(event, decision)
+
+    async def _decide(self, event: PublishRequested) -> PublishGrant | PublishRefusal:
+        """Admission's answer, unless the guard refuses first; a failure's refusal waits."""
+        server, guard = self.server, self.server.guard
+        blocked = guard.blocked_for(self.address)
+        if blocked:  # no key check, no database: the address used up its attempts
+            guard.refuse("address_blocked", "publish from %s refused", self.address)
+            await asyncio.sleep(guard.limits.max_refusal_delay)
+            return PublishRefusal(
+                "address_blocked",
+                f"Too many failed attempts from this address; try again in {math.ceil(blocked)} s.",
+            )
         try:
             with server.admitting():
                 decision = await asyncio.wait_for(
@@ -237,49 +270,51 @@ class RtmpProtocol(asyncio.BufferedProtocol):
                     server.admission_timeout,
                 )
         except TimeoutError:
-            decision = PublishRefusal("unavailable", "Server busy; try again shortly.")
             log.warning("conn=%s admission timed out after %gs", self.id, server.admission_timeout)
+            return PublishRefusal("unavailable", "Server busy; try again shortly.")
         except Exception:
             log.exception("conn=%s admission failed", self.id)
-            decision = PublishRefusal("unavailable", "Server error; try again shortly.")
-        finally:
-            self._admission = None
-        if self.transport is None or self.transport.is_closing():
-            if isinstance(decision, PublishGrant):
-                await server.admission.release(decision)
-            return
-        if isinstance(decision, PublishRefusal):
-            if decision.redirect and self.can_reconnect:
-                conn.request_reconnect(decision.redirect, decision.description)
-            conn.reject_publish(event.stream_id, decision.description, decision.code)
+            return PublishRefusal("unavailable", "Server error; try again shortly.")
+        if isinstance(decision, PublishRefusal) and decision.reason in FAILURES:
+            delay = guard.failed(self.address, decision.key_id)
+            if delay:  # a retrying encoder with a revoked key slows down, not storms
+                await asyncio.sleep(delay)
+        return decision
+
+    def _refuse(self, event: PublishRequested, decision: PublishRefusal) -> None:
+        conn, server = self.conn, self.server
+        redirect = decision.redirect if self.can_reconnect else None
+        if redirect:
+            conn.request_reconnect(redirect, decision.description)
+        conn.reject_publish(event.stream_id, decision.description, decision.code)
+        if decision.reason != "address_blocked":  # those the guard logs, rate-limited
             log.info(
                 "conn=%s peer=%s publish refused reason=%s key_id=%s%s",
                 self.id,
                 self.peer,
                 decision.reason,
                 decision.key_id or "-",
-                " (reconnect requested)" if decision.redirect and self.can_reconnect else "",
+                " (reconnect requested)" if redirect else "",
             )
-            server.spawn(
-                server.publish_event(
-                    PublishRefused(
-                        decision.channel_id,
-                        decision.key_id,
-                        decision.reason,
-                        self.address,
-                        server.node_name,
-                    )
-                )
+            refused = PublishRefused(
+                decision.channel_id,
+                decision.key_id,
+                decision.reason,
+                self.address,
+                server.node_name,
             )
-            if server.recorder is not None:
-                server.recorder.refused(
-                    key_id=decision.key_id,
-                    channel_id=decision.channel_id,
-                    address=self.address,
-                    reason=decision.reason,
-                )
-            self._finish(f"publish refused ({decision.reason})")
-            return
+            server.spawn(server.publish_event(refused))
+        if server.recorder is not None:  # aggregated: one audit row per minute and address
+            server.recorder.refused(
+                key_id=decision.key_id,
+                channel_id=decision.channel_id,
+                address=self.address,
+                reason=decision.reason,
+            )
+        self._finish(f"publish refused ({decision.reason})")
+
+    def _accept(self, event: PublishRequested, decision: PublishGrant) -> None:
+        conn, server = self.conn, self.server
         self.grant = decision
         self.publish_started_at = server.loop.time()
         self.test = is_test_publish(event.name)

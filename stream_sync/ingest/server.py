@@ -22,7 +22,12 @@ from typing import Any, TypeVar
 
 from ..monitor.health import HealthThresholds, assess
 from ..rtmp.config import RtmpConfig
-from ..rtmp.errors import ProtocolError
+from ..rtmp.errors import (
+    HandshakeTimeoutError,
+    IdleTimeoutError,
+    ProtocolError,
+    PublishTimeoutError,
+)
 from ..state.errors import StateUnavailable
 from ..state.interfaces import (
     BusEvent,
@@ -37,12 +42,18 @@ from ..state.interfaces import (
 )
 from . import batching
 from .admission import Admission, NodeView
+from .guard import Guard
 from .keycheck import KeyChecker
 from .protocol import RtmpProtocol
 from .recorder import Recorder
 
 log = logging.getLogger("stream_sync.ingest")
 SWEEP_INTERVAL = 0.5
+_TIMEOUTS = {
+    HandshakeTimeoutError: "handshake_timeout",
+    PublishTimeoutError: "publish_timeout",
+    IdleTimeoutError: "idle_timeout",
+}
 T = TypeVar("T")
 
 
@@ -74,6 +85,7 @@ class IngestServer:
         peers: NodeView | None = None,
         admission_timeout: float = 5.0,
         upkeep: Upkeep = Upkeep(),
+        guard: Guard | None = None,
     ) -> None:
         self.config = config
         self.admission = admission
@@ -86,6 +98,7 @@ class IngestServer:
         self.peers = peers  # where drained publishers are sent
         self.admission_timeout = admission_timeout
         self.upkeep = upkeep
+        self.guard = guard or Guard()
         self.connections: set[RtmpProtocol] = set()
         self.publishers: dict[str, RtmpProtocol] = {}
         self.draining = False
@@ -225,6 +238,7 @@ class IngestServer:
                     try:
                         conn.handle_timer(now)
                     except ProtocolError as exc:
+                        self.guard.counts[_TIMEOUTS.get(type(exc), "timeout")] += 1
                         proto.abort(str(exc))
             if self.drain_deadline is not None and time.time() >= self.drain_deadline:
                 for proto in list(self.publishers.values()):

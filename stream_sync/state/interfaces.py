@@ -110,6 +110,7 @@ class NodeInfo:
     draining: bool = False
     heartbeat_at: float = 0.0  # epoch seconds
     server: str = ""  # the ingest server name; empty (older nodes): the node id
+    guard: dict[str, int] = field(default_factory=dict)  # abuse refusals by reason (guard.py)
 
     @property
     def server_name(self) -> str:

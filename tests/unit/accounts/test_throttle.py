@@ -3,14 +3,7 @@ from __future__ import annotations
 import pytest
 
 from stream_sync.accounts import LoginThrottle, TooManyAttempts
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import ManualClock as Clock
 
 
 @pytest.fixture
