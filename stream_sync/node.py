@@ -43,6 +43,7 @@ from .admin.server import AdminServer
 from .api.app import create_app
 from .api.context import ApiContext, LiveStream
 from .api.live import BusLiveView
+from .api.ratelimit import RequestLimiter
 from .audit.refusals import RefusalAggregator
 from .credentials import service
 from .credentials.server_secrets import ServerSecrets, load_or_create
@@ -376,6 +377,7 @@ class Node:
             control=self.control,
             live=self.live,
             throttle=LoginThrottle(),
+            requests=RequestLimiter(self.settings.api_rate_limit, self.settings.api_burst),
             dependencies=self._dependencies,
             nodes=self._registered_nodes,
         )

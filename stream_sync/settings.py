@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     audit_retention_days: int = Field(365, ge=0, le=36500)  # 0 keeps forever
     session_retention_days: int = Field(90, ge=0, le=36500)
     max_request_size: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # HTTP requests per client address and second, after a burst (api/ratelimit.py); 0: off.
+    api_rate_limit: float = Field(50.0, ge=0, le=1_000_000)
+    api_burst: int = Field(200, ge=1, le=1_000_000)
 
     # Cluster: state shared by several nodes (Redis), capacity, the one-publisher rule.
     redis_url: str | None = None

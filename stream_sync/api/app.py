@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..web import pages
 from . import errors
 from .context import ApiContext
+from .deps import connection_address
+from .errors import error_body
 from .routes import admin, auth, channels, health, watch
 
 
@@ -27,7 +33,48 @@ def create_app(context: ApiContext) -> FastAPI:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     app.add_middleware(BodyLimit, limit=context.settings.max_request_size)
+    app.add_middleware(RateLimit, context=context)  # outermost: a flood is refused first
     return app
+
+
+class RateLimit:
+    """ASGI middleware in front of every route: 429 with Retry-After past the limit."""
+
+    def __init__(self, app: ASGIApp, context: ApiContext) -> None:
+        self.app = app
+        self.context = context
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        context = self.context
+        wait = context.requests.take(connection_address(HTTPConnection(scope), context))
+        if not wait:
+            await self.app(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1013})  # try again later
+        else:
+            await _too_many(send, wait)
+
+
+async def _too_many(send: Send, wait: float) -> None:
+    seconds = max(1, math.ceil(wait))
+    body = json.dumps(
+        error_body("rate_limited", f"too many requests; try again in {seconds} s")
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 429,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(seconds).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 class BodyLimit:

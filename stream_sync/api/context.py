@@ -13,6 +13,7 @@ from ..credentials.server_secrets import ServerSecrets
 from ..operations import ControlPlane
 from ..settings import Settings
 from ..state.interfaces import NodeInfo
+from .ratelimit import RequestLimiter
 from .watch import ChannelWatchers
 
 
@@ -69,6 +70,7 @@ class ApiContext:
     control: ControlPlane
     live: LiveView
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    requests: RequestLimiter = field(default_factory=RequestLimiter)  # per address, all routes
     # Extra dependencies for /readyz, e.g. {"redis": "ok"}; the database is always checked.
     dependencies: Callable[[], Awaitable[dict[str, str]]] | None = None
     # The cluster's ingest nodes (for /metrics); None where no registry is known.

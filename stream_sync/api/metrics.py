@@ -30,6 +30,7 @@ class ClusterState:
     live: dict[int, LiveStream]
     nodes: list[NodeInfo]
     refusals: dict[str, int]
+    http_refused: int = 0  # requests over this API process's rate limit
 
 
 class ClusterCollector(Collector):
@@ -107,6 +108,11 @@ class ClusterCollector(Collector):
         yield node_mbps
         yield node_room
         yield guard
+        yield CounterMetricFamily(
+            "stream_sync_http_rate_limited",
+            "HTTP requests refused with 429 by this API process",
+            value=float(self._state.http_refused),
+        )
 
 
 def render(state: ClusterState) -> bytes:

@@ -178,3 +178,19 @@ async def test_limits_reach_the_metrics(tmp_path: Path) -> None:
         )
         first.close()
         second.close()
+
+
+async def test_http_requests_are_rate_limited_per_address(tmp_path: Path) -> None:
+    async with guarded_node(tmp_path, api_rate_limit=1, api_burst=5) as node:
+        url = f"http://127.0.0.1:{node.http_port}/healthz"
+        flood = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+        async with httpx.AsyncClient(transport=flood) as attacker, httpx.AsyncClient() as user:
+            codes = [(await attacker.get(url)).status_code for _ in range(8)]
+            assert codes[:5] == [200] * 5
+            assert set(codes[5:]) == {429}
+            refused = await attacker.get(url)
+            assert refused.json()["error"]["code"] == "rate_limited"
+            assert refused.headers["retry-after"] == "1"
+            assert (await user.get(url)).status_code == 200  # another address: a full bucket
+            metrics = (await user.get(f"http://127.0.0.1:{node.http_port}/metrics")).text
+        assert "stream_sync_http_rate_limited_total 4.0" in metrics
