@@ -70,6 +70,7 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         self.grant: PublishGrant | None = None
         self.session_id: int | None = None
         self.can_reconnect = False  # the client announced Enhanced RTMP reconnect support
+        self.moving = False  # asked to reconnect to another node (drain, shutdown)
         self.renewed_messages = -1  # media messages seen at the last lease renewal
         self.read_mark = 1  # SO_RCVLOWAT now (ingest/batching.py)
         self.marked_bytes = 0  # media bytes when the mark was last tuned
@@ -425,6 +426,8 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         grant, self.grant = self.grant, None
         if grant is None:
             return
+        if self.moving and reason.startswith("client stopped"):
+            reason = "moved to another node"  # not a stop: it is on its way back
         server = self.server
         server.publishers.pop(self.id, None)
         log.info(

@@ -113,6 +113,7 @@ class IngestServer:
         self._daemons: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()  # set whenever no connection is open
         self._idle.set()
+        self._left = asyncio.Event()  # set whenever a connection closes
         self._admitting = 0
         self._not_admitting = asyncio.Event()  # set whenever no admission is under way
         self._not_admitting.set()
@@ -156,8 +157,15 @@ class IngestServer:
     def closed(self, proto: RtmpProtocol) -> None:
         self.connections.discard(proto)
         self.publishers.pop(proto.id, None)
+        self._left.set()
         if not self.connections:
             self._idle.set()
+
+    async def _gone(self, protos: list[RtmpProtocol]) -> None:
+        """Return once none of these connections is open."""
+        while any(proto in self.connections for proto in protos):
+            self._left.clear()
+            await self._left.wait()
 
     @contextlib.contextmanager
     def admitting(self) -> Iterator[None]:
@@ -480,16 +488,37 @@ class IngestServer:
             max(0.0, deadline - time.time()),
         )
         if target is not None:
-            for proto in list(self.publishers.values()):
-                if proto.can_reconnect:
-                    proto.conn.request_reconnect(target, "This ingest server is draining.")
-                    proto.flush()
+            self._send_away(target, "This ingest server is draining.")
+
+    def _send_away(self, target: str, description: str) -> list[RtmpProtocol]:
+        """Ask every publisher that can reconnect to go to target; those asked."""
+        moving = [proto for proto in self.publishers.values() if proto.can_reconnect]
+        for proto in moving:
+            proto.moving = True  # its end is a move: the monitor keeps it Reconnecting
+            proto.conn.request_reconnect(target, description)
+            proto.flush()
+        return moving
 
     async def shutdown(self, grace: float) -> None:
-        """Stop listening, tell publishers, and give connections `grace` seconds to close."""
+        """Stop listening and end every connection within about twice `grace` seconds.
+
+        Publishers that can reconnect are first sent to another node and given
+        `grace` seconds to leave; the rest hear "Server is shutting down." Either
+        way their sessions wait in Reconnecting for them to come back.
+        """
         servers = [server for server in (self._server, self._tls_server) if server is not None]
         for server in servers:
             server.close()
+        self.draining = True
+        target = None
+        if self.peers is not None and any(p.can_reconnect for p in self.publishers.values()):
+            with contextlib.suppress(TimeoutError):
+                target = await asyncio.wait_for(self.peers.elsewhere(None), grace)
+        if target is not None:
+            moving = self._send_away(target, "This ingest server is shutting down.")
+            log.info("shutting down: %d publishers asked to move to %s", len(moving), target)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._gone(moving), grace)
         for proto in list(self.connections):
             if proto.grant is not None:
                 proto.stop_publish("Server is shutting down.", "server shutdown")

@@ -238,6 +238,59 @@ async def test_drain_moves_capable_publishers_and_closes_the_rest(cluster: Clust
     mover.close()
 
 
+async def test_sigterm_moves_capable_publishers_and_keeps_every_session_reconnecting(
+    cluster: Cluster,
+) -> None:
+    a, b = await cluster.start("ingest", "a"), await cluster.start("ingest", "b")
+    plain, capable = await cluster.channel("plain"), await cluster.channel("capable")
+    bus = cluster.bus
+    assert bus is not None
+    stream = await publish(f"{a.rtmp_url}/{plain.key}", 60)
+    await bus.wait_for(PublishStarted, lambda e: e.channel_id == plain.channel_id)
+    mover = await RtmpTestClient.open(a.rtmp_port)
+    await mover.connect(properties={"capsEx": 1.0})
+    assert type((await mover.publish(capable.key))[-1]).__name__ == "PublishStarted"
+    first = await bus.wait_for(PublishStarted, lambda e: e.channel_id == capable.channel_id)
+    assert mover.conn is not None
+    for frame in range(3):  # media: the channel goes Live
+        mover.conn.send_video(frame * 33, b"\x17\x01\x00\x00\x00" + bytes(64))
+    await mover.send(mover.conn.data_to_send())
+    await bus.wait_for(
+        StatusChanged, lambda e: e.channel_id == capable.channel_id and e.status == "live"
+    )
+
+    stopping = asyncio.get_running_loop().create_task(a.process.stop(timeout=20))
+    reconnect = "NetConnection.Connect.ReconnectRequest"
+    events = await mover.exchange(lambda evs: any(getattr(e, "code", "") == reconnect for e in evs))
+    request = next(e for e in events if getattr(e, "code", "") == reconnect)
+    assert request.info["tcUrl"] == b.rtmp_url
+    mover.conn.unpublish()  # as an Enhanced RTMP client does: stop here, publish there
+    await mover.send(mover.conn.data_to_send())
+    mover.close()
+    moved = await bus.wait_for(PublishEnded, lambda e: e.channel_id == capable.channel_id)
+    assert moved.reason == "moved to another node"
+    await bus.wait_for(
+        StatusChanged, lambda e: e.channel_id == capable.channel_id and e.status == "reconnecting"
+    )
+    again = await RtmpTestClient.open(b.rtmp_port)
+    await again.connect(properties={"capsEx": 1.0})
+    assert type((await again.publish(capable.key))[-1]).__name__ == "PublishStarted"
+    resumed = await bus.wait_for(
+        PublishStarted, lambda e: e.channel_id == capable.channel_id and e.node == "b"
+    )
+    assert resumed.session_id == first.session_id  # one session, moved within its grace
+
+    cut = await bus.wait_for(PublishEnded, lambda e: e.channel_id == plain.channel_id)
+    assert cut.reason == "server shutdown"
+    await bus.wait_for(
+        StatusChanged, lambda e: e.channel_id == plain.channel_id and e.status == "reconnecting"
+    )
+    await asyncio.wait_for(stream.wait(), 10)
+    assert await stopping == 0
+    assert "publishers asked to move to " + b.rtmp_url in a.process.log
+    again.close()
+
+
 async def test_redis_restarting_empty_loses_no_stream_token_or_event(tmp_path: Path) -> None:
     with RedisServer(tmp_path / "redis") as redis_server, fresh_postgres_database() as url:
         (tmp_path / "redis").mkdir()
