@@ -3,7 +3,8 @@
 Each target first replays its committed corpus (tests/fuzz/corpus, the crash inputs
 of past bugs included), then mutates it for a few seconds: about a minute in all.
 libFuzzer exits the process on a crash, so each run is a subprocess. The
-10-million-input campaign is `make fuzz` (benchmarks/fuzz.py).
+10-million-input campaign is `make fuzz` (benchmarks/fuzz.py). The fuzzer runs the
+hot path from source; the corpus is also replayed through the installed (mypyc) build.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.fuzz.run import NAMES, command
+from tests.fuzz.targets import TARGETS
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tests" / "fuzz" / "corpus"
@@ -36,3 +38,12 @@ def test_fuzz_target_finds_nothing(target: str, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-6000:]
     assert "stat::number_of_executed_units" in result.stderr
     assert "INITED" in result.stderr, "the committed corpus was not loaded"
+
+
+@pytest.mark.fuzz
+@pytest.mark.parametrize("target", NAMES)
+def test_the_corpus_passes_the_installed_build(target: str) -> None:
+    inputs = sorted((CORPUS / target).iterdir())
+    assert inputs, f"no corpus for {target}"
+    for path in inputs:
+        TARGETS[target](path.read_bytes())
