@@ -85,6 +85,9 @@ class ChunkReader:
         self._max_chunk_streams = max_chunk_streams
         self._max_message_size = max_message_size
         self._max_control_size = max_control_size
+        # Every partially assembled message of a connection together: one media
+        # message and one control message's worth, however many chunk streams.
+        self.max_held = max_message_size + max_control_size
         self._cur: ChunkStream | None = None  # chunk whose payload is being consumed
         self._left = 0  # payload bytes left in that chunk
 
@@ -273,7 +276,7 @@ class ChunkReader:
                     if msid != self.publishing_msid:
                         counters.ignored_messages += 1
                     elif self.collect_media:
-                        cs.body = bytearray()
+                        self._hold(cs, length)
                     else:
                         b0 = buf[p]
                         b1 = buf[p + 1] if length > 1 else -1
@@ -296,7 +299,7 @@ class ChunkReader:
                                     counters.keyframes += 1
                                     counters.last_keyframe_ts = timestamp
                             elif action == flv.COLLECT:
-                                cs.body = bytearray()
+                                self._hold(cs, length)
                         else:
                             counters.audio_messages += 1
                             counters.audio_bytes += length
@@ -313,7 +316,7 @@ class ChunkReader:
                                     counters.timestamp_jumps += 1
                                 counters.last_audio_ts = timestamp
                             elif action == flv.COLLECT:
-                                cs.body = bytearray()
+                                self._hold(cs, length)
                 else:
                     limit = self._max_message_size if type_id == 22 else self._max_control_size
                     if length > limit:
@@ -326,7 +329,7 @@ class ChunkReader:
                         # don't hold up to max_message_size of it per chunk stream first.
                         counters.ignored_messages += 1
                     else:
-                        cs.body = bytearray()
+                        self._hold(cs, length)
                 cur = cs
                 left = length if length < chunk_size else chunk_size
         finally:
@@ -344,6 +347,22 @@ class ChunkReader:
             cs.remaining = 0
             cs.body = None
             self.discarded_messages += 1
+
+    def _hold(self, cs: ChunkStream, length: int) -> None:
+        """Start assembling a message, within the connection's budget for partial ones.
+
+        Not on the media path: only commands, codec configurations and aggregates
+        are assembled, so summing a few chunk streams here costs nothing that counts.
+        """
+        held = length
+        for other in self.streams.values():
+            if other.body is not None and other is not cs:
+                held += other.length
+        if held > self.max_held:
+            raise ProtocolError(
+                f"partial messages of {held} bytes exceed the limit of {self.max_held}"
+            )
+        cs.body = bytearray()
 
     def buffered_message_bytes(self) -> int:
         """Bytes held in partially assembled messages (for memory bounds)."""

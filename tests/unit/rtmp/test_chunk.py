@@ -580,6 +580,20 @@ def test_limits_follow_the_config() -> None:
     assert server.conn.counters.video_frames == 1
 
 
+def test_partial_messages_share_one_budget_across_chunk_streams() -> None:
+    """Each stream may open a message up to its limit, but not all of them at once."""
+    config = RtmpConfig(max_message_size=8192, max_control_size=4096)
+    server, _ = publishing(config)
+    budget = server.conn._reader.max_held
+    assert budget == 8192 + 4096
+    opened = b"".join(  # the first 128-byte chunk of a 4000-byte command on each stream
+        h(f"00 {csid - 64:02x} 000000 000fa0 14 00000000") + bytes(128) for csid in range(64, 68)
+    )
+    with pytest.raises(ProtocolError, match=f"partial messages of 16000 bytes exceed.*{budget}"):
+        server.feed(opened)
+    assert server.conn.buffered_bytes() <= config.read_buffer_size + budget
+
+
 # The writer ------------------------------------------------------------------------------
 
 
