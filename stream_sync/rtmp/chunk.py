@@ -103,6 +103,16 @@ class ChunkReader:
             self.start, self.end = 0, size
         return self.view[self.end :]
 
+    def resize(self, size: int) -> None:
+        """A read buffer of ``size`` bytes, keeping the unparsed ones (never while parsing)."""
+        pending = self.view[self.start : self.end]
+        if len(pending) > size:
+            raise ValueError("the new read buffer cannot hold the unparsed bytes")
+        buf = bytearray(size)
+        buf[: len(pending)] = pending
+        self.buf, self.view = buf, memoryview(buf)
+        self.start, self.end = 0, len(pending)
+
     def buffered(self) -> int:
         return self.end - self.start
 

@@ -70,6 +70,12 @@ FMS_VERSION = "FMS/3,0,1,123"
 FMS_CAPABILITIES = 31
 
 
+# Until a publish is accepted a peer sends only the handshake and a few commands, so
+# it gets a small read buffer: thousands of idle or hostile connections cost 4 KiB
+# each, not the full read buffer a live stream needs.
+FIRST_BUFFER_SIZE = 4096
+
+
 class State(StrEnum):
     HANDSHAKE = "handshake"  # waiting for C0+C1
     HANDSHAKE_ACK = "handshake_ack"  # waiting for C2
@@ -110,7 +116,7 @@ class ServerConnection:
         self._random_bytes = random_bytes
         self._reader = ChunkReader(
             self._on_message,
-            buffer_size=config.read_buffer_size,
+            buffer_size=min(config.read_buffer_size, FIRST_BUFFER_SIZE),
             max_chunk_streams=config.max_chunk_streams,
             max_message_size=config.max_message_size,
             max_control_size=config.max_control_size,
@@ -266,6 +272,7 @@ class ServerConnection:
         self.publishing_stream_id = stream_id
         self._reader.publishing_msid = stream_id
         self._reader.counters = MediaCounters()
+        self._reader.resize(self.config.read_buffer_size)  # media comes: room for it now
         return self._resume()
 
     def reject_publish(

@@ -18,12 +18,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream_sync.rtmp.chunk import ChunkWriter, basic_header
+from stream_sync.rtmp.chunk import ChunkReader, ChunkWriter, basic_header
 from stream_sync.rtmp.config import RtmpConfig
+from stream_sync.rtmp.connection import FIRST_BUFFER_SIZE
 from stream_sync.rtmp.errors import ProtocolError
 from stream_sync.rtmp.events import MediaReceived
 
-from .wire import CONFIG, SPLITS, Decoder, Msg, Peer, h, pieces, publishing
+from .wire import CONFIG, SPLITS, Decoder, Msg, Peer, Server, h, pieces, publishing
 
 
 def fill(size: int, seed: int) -> bytes:
@@ -592,6 +593,39 @@ def test_partial_messages_share_one_budget_across_chunk_streams() -> None:
     with pytest.raises(ProtocolError, match=f"partial messages of 16000 bytes exceed.*{budget}"):
         server.feed(opened)
     assert server.conn.buffered_bytes() <= config.read_buffer_size + budget
+
+
+def test_the_read_buffer_is_small_until_a_publish_is_accepted() -> None:
+    server = Server(auto=False)
+    server.feed(Peer().publish_session())
+    assert len(server.conn._reader.buf) == FIRST_BUFFER_SIZE
+    server.accept_connect()
+    assert len(server.conn._reader.buf) == FIRST_BUFFER_SIZE  # the publish waits
+    server.accept_publish()
+    assert len(server.conn._reader.buf) == CONFIG.read_buffer_size
+
+
+def test_resizing_keeps_the_unparsed_bytes() -> None:
+    messages: list[int] = []
+    reader = ChunkReader(
+        lambda type_id, *_: messages.append(type_id),
+        buffer_size=4096,
+        max_chunk_streams=8,
+        max_message_size=65536,
+        max_control_size=4096,
+    )
+    wire = Peer().command("createStream", 2, None)
+    for _ in range(2):
+        reader.get_buffer()[: len(wire)] = wire
+        reader.end += len(wire)
+    reader.resize(65536)
+    assert len(reader.buf) == 65536
+    reader.parse()
+    assert messages == [20, 20]
+    reader.get_buffer()[: len(wire)] = wire
+    reader.end += len(wire)
+    with pytest.raises(ValueError, match="cannot hold the unparsed bytes"):
+        reader.resize(len(wire) - 1)
 
 
 # The writer ------------------------------------------------------------------------------
