@@ -19,6 +19,7 @@ from typing import Protocol
 
 from ..rtmp.events import ConnectRequested
 from ..rtmp.messages import StatusCode
+from ..state.errors import StateUnavailable
 from ..state.interfaces import FencingTokens, Lease, PublishLocks
 from .keycheck import DatabaseUnavailable, KeyChecker
 
@@ -145,7 +146,12 @@ class KeyAdmission:
             )
         token = await self._fencing.next_token()
         node = self._node.name
-        lease = await self._locks.acquire(channel_id, owner, node, token)
+        try:
+            lease = await self._locks.acquire(channel_id, owner, node, token)
+        except StateUnavailable:  # locks moving between engines (state/failover.py)
+            return PublishRefusal(
+                "unavailable", "Server busy; try again shortly.", key_id, channel_id
+            )
         displaced = None
         if lease is None:
             holder = await self._locks.holder(channel_id)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Insert, Select, Table, Update, and_, bindparam, insert, select, update
+from sqlalchemy import Insert, Table, Update, and_, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from ..credentials.errors import ChannelNotFound
@@ -260,7 +260,13 @@ _UNITS = (
     .where(_channels.c.id.in_(bindparam("channel_ids", expanding=True)))
     .order_by(_channels.c.id)
 )
-_UNITS_LOCKED = _UNITS.with_for_update(key_share=True, of=_channels)
+# FOR NO KEY UPDATE: it does not block foreign-key checks of the rows' references.
+_LOCK = (
+    select(_channels.c.id)
+    .where(_channels.c.id.in_(bindparam("channel_ids", expanding=True)))
+    .order_by(_channels.c.id)
+    .with_for_update(key_share=True)
+)
 _WRITE_LOCK = (
     update(_channels)
     .where(_channels.c.id == bindparam("channel_id"))
@@ -271,21 +277,25 @@ _WRITE_LOCK = (
 async def _units(
     connection: AsyncConnection, channel_ids: Sequence[int], *, node: str, now: float
 ) -> dict[int, _Unit]:
-    """Lock the channels' rows, then read each with its open session, in one query.
+    """Lock the channels' rows, then read each with its open session.
 
     The locks come first, as in key changes and deletion, in the order of channel ids
     so that two transactions locking several never wait for each other in a circle.
-    PostgreSQL: FOR NO KEY UPDATE of the channels (it does not block foreign-key
-    checks). SQLite has no row locks and starts a transaction's write lock only at
-    its first write, so a no-op UPDATE comes first: from then on nobody else writes
-    until we commit. A channel that is gone has no unit.
+    PostgreSQL: the lock is a statement of its own. Locking in the query that reads
+    the sessions would be wrong under READ COMMITTED: after waiting for the lock,
+    PostgreSQL rechecks the locked channel row but keeps the joined session rows of
+    the statement's first snapshot, so a transition would fold into a session state
+    that the lock holder had just changed (seen: two open sessions of one channel).
+    SQLite has no row locks and starts a transaction's write lock only at its first
+    write, so a no-op UPDATE comes first: from then on nobody else writes until we
+    commit. A channel that is gone has no unit.
     """
-    query: Select[Any] = _UNITS
+    ids = {"channel_ids": sorted(set(channel_ids))}
     if connection.dialect.name == "postgresql":
-        query = _UNITS_LOCKED
+        await connection.execute(_LOCK, ids)
     else:
         await connection.execute(_WRITE_LOCK, {"channel_id": channel_ids[0]})
-    found = (await connection.execute(query, {"channel_ids": sorted(set(channel_ids))})).mappings()
+    found = (await connection.execute(_UNITS, ids)).mappings()
     units: dict[int, _Unit] = {}
     for row in found:
         session = row if row["id"] is not None else None  # the channel's open session

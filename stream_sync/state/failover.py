@@ -5,9 +5,13 @@ by hope. A lease remembers which engine issued it. A node renewing a Redis lease
 while Redis is down moves it into the database; renewing a database lease once
 Redis is back moves it into Redis. A Redis acquisition also checks the database
 for a holder from an outage that has not moved back yet, so the two engines never
-both grant one channel. (A partition in which one node sees Redis and another does
-not for longer than a lease is the residual risk; both engines expire leases, and
-the fencing token tells stale holders apart.)
+both grant one channel. The other way round, the database grants nothing new for
+one lock TTL after this node saw Redis go (`LocksMoving`): until then a lease
+granted by Redis may be live without having moved yet, and granting its channel
+would cut the live publisher for an intruder (the fault tests caught exactly that).
+After one TTL every Redis lease has either moved or expired. (A partition in which
+one node sees Redis and another does not for longer than a lease is the residual
+risk; both engines expire leases, and the fencing token tells stale holders apart.)
 
 Fencing tokens come from the database, so they keep growing when Redis restarts
 empty. While the database is down, Redis hands them out from a counter that every
@@ -18,7 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -44,17 +49,30 @@ return current
 """
 
 
+class LocksMoving(StateUnavailable):
+    """Redis just went away: its leases may still be live and on their way to the database."""
+
+
 class FailoverLocks:
-    def __init__(self, primary: RedisLocks, fallback: DatabaseLocks) -> None:
+    def __init__(
+        self,
+        primary: RedisLocks,
+        fallback: DatabaseLocks,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._primary = primary
         self._fallback = fallback
+        self._clock = clock
         self._engine: dict[tuple[int, int], str] = {}  # (channel, token) -> engine
         self.degraded = False
+        self._degraded_at = 0.0  # when this node saw Redis go
 
     def _note(self, degraded: bool) -> None:
         if degraded != self.degraded:
             self.degraded = degraded
             if degraded:
+                self._degraded_at = self._clock()
                 log.warning("publish locks held in the database while Redis is unavailable")
             else:
                 log.info("publish locks back in Redis")
@@ -69,6 +87,11 @@ class FailoverLocks:
             lease = await self._primary.acquire(channel_id, owner, node, token)
         except StateUnavailable:
             self._note(True)
+            moving = self._primary.ttl - (self._clock() - self._degraded_at)
+            if moving > 0:  # the channel's Redis lease, if any, may not have moved yet
+                raise LocksMoving(
+                    f"publish locks are moving to the database ({moving:.1f} s more)"
+                ) from None
             return self._remember(
                 await self._fallback.acquire(channel_id, owner, node, token), _FALLBACK
             )

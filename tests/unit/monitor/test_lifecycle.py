@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 from sqlalchemy import event as sa_event
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from stream_sync import audit
@@ -458,3 +458,42 @@ async def test_a_lost_nodes_channels_wait_in_one_transaction_not_one_each(
     assert len(transactions) == 2
     assert {(e.status, e.reason) for e in expired} == {("offline", "node lost")}
     assert len(expired) == len(channels) - 1
+
+
+async def test_a_start_that_waited_for_the_channel_lock_sees_what_the_holder_wrote(
+    sessions: Sessions, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two starts of one channel race (an encoder that reconnects at once): one session."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("row locks and READ COMMITTED rechecks are PostgreSQL's")
+    channel_id, key_id = await channel(sessions)
+    first, _ = await start(sessions, channel_id, key_id, T0)
+    await end(sessions, first, EndKind.CLEAN, T0 + 1)
+    holding, release = asyncio.Event(), asyncio.Event()
+    write = lifecycle._write
+
+    async def write_then_hold(connection: object, units: object) -> None:
+        await write(connection, units)  # type: ignore[arg-type]
+        if not holding.is_set():  # the first start: its session is written, not committed
+            holding.set()
+            await release.wait()
+
+    monkeypatch.setattr(lifecycle, "_write", write_then_hold)
+    holder = asyncio.create_task(start(sessions, channel_id, key_id, T0 + 2))
+    await holding.wait()
+    waiter = asyncio.create_task(start(sessions, channel_id, key_id, T0 + 3))
+    async with engine.connect() as probe:  # until the second start waits for the lock
+        waits = text("SELECT count(*) FROM pg_locks WHERE NOT granted")
+        while not (await probe.execute(waits)).scalar():  # noqa: ASYNC110 - no event for it
+            await asyncio.sleep(0.01)
+    release.set()
+    held, _ = await holder
+    waited, _ = await waiter
+    assert waited.session_id == held.session_id  # the second continues the first's session
+    async with sessions() as session:
+        open_rows = await session.scalars(
+            select(PublishSession.id).where(
+                PublishSession.channel_id == channel_id, PublishSession.ended_at.is_(None)
+            )
+        )
+        assert list(open_rows) == [held.session_id]
