@@ -314,7 +314,8 @@ async def test_redis_restarting_empty_loses_no_stream_token_or_event(tmp_path: P
             intruder = await publish(f"{a.rtmp_url}/{channel.key}", 1)  # the rule holds
             _, err = await intruder.communicate()
             assert intruder.returncode != 0
-            assert "already live" in err.decode()
+            # Within a lock TTL of the outage the database grants nothing (state/failover.py).
+            assert "Server busy" in err.decode() or "already live" in err.decode()
             redis_server.start()
             await redis_server.wait_ready()
 
