@@ -65,6 +65,12 @@ async def test_a_killed_node_frees_its_channel_and_the_monitor_closes_its_sessio
     await a.process.kill()
     killed = time.monotonic()
     await asyncio.wait_for(stream.wait(), 10)
+    # The lost node's channel waits in Reconnecting for its grace, then goes offline. (An
+    # owner back on b before the monitor gave up on a simply continues: no Reconnecting.)
+    waiting = await cluster.bus.wait_for(
+        StatusChanged, lambda e: e.status == "reconnecting" and e.reason == "node lost", timeout=15
+    )
+    assert waiting.channel_id == channel.channel_id
     while True:
         retry = await publish(f"{b.rtmp_url}/{channel.key}", 1)
         await retry.communicate()
@@ -72,11 +78,6 @@ async def test_a_killed_node_frees_its_channel_and_the_monitor_closes_its_sessio
             break
         assert time.monotonic() - killed < LOCK_TTL + 4, "the lock outlived its TTL"
     assert any(e.node == "b" for e in cluster.bus.of(PublishStarted))
-    # The lost node's channel waits in Reconnecting for its grace, then goes offline.
-    waiting = await cluster.bus.wait_for(
-        StatusChanged, lambda e: e.status == "reconnecting" and e.reason == "node lost", timeout=15
-    )
-    assert waiting.channel_id == channel.channel_id
     on_a = next(e for e in cluster.bus.of(PublishStarted) if e.node == "a")
     on_b = next(e for e in cluster.bus.of(PublishStarted) if e.node == "b")
     assert on_b.session_id == on_a.session_id  # the owner's reconnect, within grace
