@@ -378,11 +378,11 @@ class RedisKeyCache:
         return await self._fills((entry, ttl))
 
     async def _fill_many(self, fills: Sequence[tuple[CachedKey, float]]) -> list[bool]:
-        pipe = self._state.client.pipeline(transaction=False)
-        for entry, ttl in fills:
-            key = self._state.key("key", entry.key_id)
-            pipe.set(key, encode_cached_key(entry), nx=True, px=_ms(ttl))
-        return [bool(stored) for stored in await self._state.run(pipe.execute())]
+        async with self._state.client.pipeline(transaction=False) as pipe:  # see _pipelined
+            for entry, ttl in fills:
+                key = self._state.key("key", entry.key_id)
+                pipe.set(key, encode_cached_key(entry), nx=True, px=_ms(ttl))
+            return [bool(stored) for stored in await self._state.run(pipe.execute())]
 
     async def replace(self, entry: CachedKey, ttl: float) -> None:
         """Refresh an entry, but never turn a tombstone back into a valid key."""
@@ -475,11 +475,16 @@ class RedisLocks:
     async def _pipelined(
         self, script: Any, calls: Sequence[tuple[int, list[str | int]]]
     ) -> list[Lease | None]:
-        """The script once per (channel, arguments), all in one pipeline."""
-        pipe = self._state.client.pipeline(transaction=False)
-        for channel_id, args in calls:
-            await script([self._state.key("lock", channel_id)], args, client=pipe)  # queued
-        stored = await self._state.run(pipe.execute())
+        """The script once per (channel, arguments), all in one pipeline.
+
+        Inside `async with`: a pipeline that a timeout cancels while it loads its
+        scripts would keep its connection otherwise (an "Unclosed Pipeline client"
+        each time Redis went away).
+        """
+        async with self._state.client.pipeline(transaction=False) as pipe:
+            for channel_id, args in calls:
+                await script([self._state.key("lock", channel_id)], args, client=pipe)  # queued
+            stored = await self._state.run(pipe.execute())
         return [
             self._lease(channel_id, raw) for (channel_id, _), raw in zip(calls, stored, strict=True)
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
@@ -269,6 +270,27 @@ async def test_a_hung_redis_fails_calls_within_the_deadline(
     finally:
         server.resume()
     assert await state.ping() is True
+
+
+async def test_a_hung_redis_leaves_no_pipeline_holding_a_connection(
+    private: tuple[RedisServer, RedisState],
+) -> None:
+    """A timeout inside a pipeline's script loading once kept its connection (the fault tests)."""
+    server, state = private
+    reported: list[str] = []
+    asyncio.get_running_loop().set_exception_handler(
+        lambda _, context: reported.append(str(context.get("message")))
+    )
+    assert await state.locks.acquire(1, "ingest-a/c1", "ingest-a", 1) is not None
+    server.pause()
+    try:
+        for channel in range(2, 4):
+            with pytest.raises(StateUnavailable):
+                await state.locks.acquire(channel, "ingest-a/c1", "ingest-a", channel)
+    finally:
+        server.resume()
+    gc.collect()
+    assert reported == []
 
 
 async def test_a_node_starts_while_redis_is_down(tmp_path: Path) -> None:
