@@ -39,8 +39,8 @@ def blocking(function: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> A
         return pool.submit(lambda: asyncio.run(function(*args))).result()
 
 
-async def _admin(statement: str) -> None:
-    connection = await asyncpg.connect(_dsn(POSTGRES), timeout=5)
+async def _admin(statement: str, server: str = POSTGRES) -> None:
+    connection = await asyncpg.connect(_dsn(server), timeout=5)
     try:
         await connection.execute(statement)
     finally:
@@ -48,17 +48,17 @@ async def _admin(statement: str) -> None:
 
 
 @contextlib.contextmanager
-def fresh_postgres_database() -> Iterator[str]:
-    """A new, empty PostgreSQL database; its SQLAlchemy URL."""
+def fresh_postgres_database(server: str = POSTGRES) -> Iterator[str]:
+    """A new, empty PostgreSQL database on `server` (a URL); its SQLAlchemy URL."""
     name = f"stream_sync_test_{os.getpid()}_{secrets.token_hex(4)}"
     try:
-        blocking(_admin, f'CREATE DATABASE "{name}"')
+        blocking(_admin, f'CREATE DATABASE "{name}"', server)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        require(False, f"PostgreSQL at {make_url(POSTGRES).host} ({exc})")
+        require(False, f"PostgreSQL at {make_url(server).host} ({exc})")
     try:
-        yield make_url(POSTGRES).set(database=name).render_as_string(hide_password=False)
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
     finally:
-        blocking(_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        blocking(_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', server)
 
 
 async def migrated_postgres(url: str) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import pwd
 import re
 import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import Callable
+import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -68,20 +71,25 @@ def ffmpeg_command(
     video: tuple[str, ...] = ("-c:v", "libx264", "-preset", "ultrafast", "-g", "15"),
     audio: tuple[str, ...] = ("-c:a", "aac", "-b:a", "64k", "-ac", "1"),
     output: tuple[str, ...] = (),
+    realtime: bool = True,
 ) -> list[str]:
-    """320x240 at 15 fps plus a 48 kHz sine, in real time, as the captures were made."""
+    """320x240 at 15 fps plus a 48 kHz sine, in real time, as the captures were made.
+
+    ``realtime=False`` encodes as fast as it can: a file to replay later.
+    """
+    pace = ("-re",) if realtime else ()
     return [
         exe,
         "-hide_banner",
         "-nostdin",
         "-loglevel",
         "error",
-        "-re",
+        *pace,
         "-f",
         "lavfi",
         "-i",
         "testsrc2=size=320x240:rate=15",
-        "-re",
+        *pace,
         "-f",
         "lavfi",
         "-i",
@@ -155,6 +163,11 @@ class BusRecorder:
         found = find()
         assert found is not None
         return found
+
+    async def until(self, condition: Callable[[], bool], timeout: float = 15) -> None:
+        """Return once condition() holds over the events recorded so far."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(condition)
 
     def of(self, kind: type[E]) -> list[E]:
         return [event for event in self.events if isinstance(event, kind)]
@@ -253,6 +266,19 @@ def free_port() -> int:
         return port
 
 
+async def until_ready(
+    process: subprocess.Popen[bytes] | None, probe: Callable[[], Awaitable[bool]], timeout: float
+) -> None:
+    """Poll a server that announces nothing until `probe` succeeds; fail if it exits."""
+    async with asyncio.timeout(timeout):
+        while True:
+            assert process is not None, "not started"
+            assert process.poll() is None, f"{process.args[0]} exited"
+            if await probe():
+                return
+            await asyncio.sleep(0.02)
+
+
 class RedisServer:
     """A private redis-server on a free port that keeps nothing on disk.
 
@@ -300,22 +326,18 @@ class RedisServer:
 
     async def wait_ready(self, timeout: float = 10) -> None:
         """Poll with PING until the server answers PONG."""
-        async with asyncio.timeout(timeout):
-            while True:
-                assert self._process is not None
-                assert self._process.poll() is None, "redis-server exited"
-                try:
-                    reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                except OSError:
-                    await asyncio.sleep(0.02)
-                    continue
-                try:
-                    writer.write(b"PING\r\n")
-                    if await reader.readline() == b"+PONG\r\n":
-                        return
-                finally:
-                    writer.close()
-                await asyncio.sleep(0.02)
+        await until_ready(self._process, self._pong, timeout)
+
+    async def _pong(self) -> bool:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError:
+            return False
+        try:
+            writer.write(b"PING\r\n")
+            return await reader.readline() == b"+PONG\r\n"
+        finally:
+            writer.close()
 
     def kill(self) -> None:
         """SIGKILL, as when a machine dies: no goodbye to connected clients beyond the kernel's."""
@@ -333,6 +355,160 @@ class RedisServer:
     def resume(self) -> None:
         assert self._process is not None
         self._process.send_signal(signal.SIGCONT)
+
+
+def _postgres_binaries() -> Path | None:
+    """The newest installed PostgreSQL's bin folder (Debian: /usr/lib/postgresql/<v>/bin)."""
+    found = [
+        path.parent
+        for path in Path("/usr/lib/postgresql").glob("*/bin/postgres")
+        if path.parent.joinpath("initdb").exists()
+    ]
+    found.sort(key=lambda folder: int(folder.parent.name) if folder.parent.name.isdigit() else 0)
+    return found[-1] if found else None
+
+
+class PostgresServer:
+    """A private PostgreSQL cluster on a free port (trust auth) that a test may stop or kill.
+
+    The shared server must stay up for the rest of the suite; this one is initdb'd into
+    a folder made for it under /tmp. PostgreSQL refuses to run as root, so as root
+    its commands run as the postgres user, in a folder of theirs (pytest's temporary
+    folders are private to root). Not through `runuser`: it stays the parent and turns
+    every signal into SIGTERM, then SIGKILL, so a test could not choose between a fast
+    shutdown and a crash; the child switches user itself (`Popen(user=...)`), and the
+    server's pid is the postmaster's. Durability is off: a test server that crashes
+    loses nothing a test needs. Use it as a context manager so the server is killed
+    and its folder removed whatever happens.
+    """
+
+    def __init__(self) -> None:
+        binaries = _postgres_binaries()
+        user = None
+        if os.geteuid() == 0:
+            with contextlib.suppress(KeyError):
+                user = pwd.getpwnam("postgres")
+        usable = binaries is not None and (os.geteuid() != 0 or user is not None)
+        require(usable, "PostgreSQL server binaries (Debian package postgresql; a postgres user)")
+        assert binaries is not None
+        self._binaries = binaries
+        self._user = user
+        self.port = free_port()
+        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+        self._folder: Path | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> PostgresServer:
+        folder = Path(tempfile.mkdtemp(prefix="stream-sync-postgres-", dir="/tmp"))
+        self._folder = folder
+        try:
+            if self._user is not None:
+                os.chown(folder, self._user.pw_uid, self._user.pw_gid)
+            subprocess.run(
+                [
+                    str(self._binaries / "initdb"),
+                    "--pgdata", str(folder / "data"),
+                    "--username", "postgres",
+                    "--auth", "trust",
+                    "--encoding", "UTF8",
+                    "--locale", "C",
+                    "--no-sync",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=120,
+                cwd=folder,
+                **self._as_postgres(),
+            )  # fmt: skip
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.kill()
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+
+    def _as_postgres(self) -> dict[str, Any]:
+        """Popen arguments that run a command as the postgres user when we are root."""
+        if self._user is None:
+            return {}
+        return {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None
+
+    def start(self) -> None:
+        """Start (or restart, on the same port and data) the server; see wait_ready."""
+        assert self._folder is not None, "use PostgresServer as a context manager"
+        assert self._process is None, "already running"
+        with (self._folder / "postgres.log").open("ab") as log:
+            self._process = subprocess.Popen(
+                [
+                    str(self._binaries / "postgres"),
+                    "-D", str(self._folder / "data"),
+                    "-p", str(self.port),
+                    "-k", str(self._folder),
+                    "-c", "listen_addresses=127.0.0.1",
+                    "-c", "max_connections=200",
+                    "-c", "fsync=off",
+                    "-c", "synchronous_commit=off",
+                    "-c", "full_page_writes=off",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # kill() reaches the backends as well
+                cwd=self._folder,
+                **self._as_postgres(),
+            )  # fmt: skip
+
+    async def wait_ready(self, timeout: float = 30) -> None:
+        """Poll until a connection runs a query (PostgreSQL answers "starting up" first)."""
+        await until_ready(self._process, self._answers, timeout)
+
+    async def _answers(self) -> bool:
+        import asyncpg
+
+        try:
+            connection = await asyncpg.connect(
+                host="127.0.0.1", port=self.port, user="postgres", timeout=2
+            )
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            return False
+        try:
+            await connection.execute("SELECT 1")
+            return True
+        finally:
+            await connection.close()
+
+    def stop(self, timeout: float = 30) -> None:
+        """Fast shutdown (SIGINT): sessions are cut, the server exits cleanly."""
+        if self._process is None:
+            return
+        self._process.send_signal(signal.SIGINT)
+        self._process.wait(timeout=timeout)
+        self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL to the postmaster and every backend, as when the machine dies."""
+        if self._process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, signal.SIGKILL)
+        self._process.wait(timeout=10)
+        self._process = None
+
+    def log(self) -> str:
+        assert self._folder is not None
+        return (self._folder / "postgres.log").read_text(errors="replace")
 
 
 class LoggedProcess:
