@@ -15,6 +15,8 @@ import contextlib
 import errno
 import functools
 import getpass
+import logging
+import resource
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -48,6 +50,7 @@ from .workers import worker_node_id
 from .workers.link import SupervisorLink, settings_from_supervisor
 from .workers.supervisor import WorkerStartError
 
+log = logging.getLogger("stream_sync")
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -218,7 +221,26 @@ def _start(roles: frozenset[Role], options: dict[str, Any]) -> None:
     workers = settings.worker_count() if Role.INGEST in roles else 1
     tag = worker_node_id(settings.server_name, worker_index) if worker_index else None
     logs.configure(settings.log_level, tag=tag)
+    if Role.INGEST in roles:
+        _raise_file_limit(settings.max_connections)
     _run(_serve(settings, roles, workers, worker_index))
+
+
+def _raise_file_limit(connections: int) -> None:
+    """Room for every connection the guard lets in: many systems start at 1024 files."""
+    wanted = connections + 1024  # the database pool, Redis, logs, the API's clients
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted or soft == resource.RLIM_INFINITY:
+        return
+    limit = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    if limit < wanted:
+        log.warning(
+            "open files limited to %d (max_connections %d needs %d): raise `ulimit -Hn`",
+            limit,
+            connections,
+            wanted,
+        )
 
 
 def _role_options(func: Callable[P, None]) -> Callable[P, None]:
