@@ -27,6 +27,7 @@ import asyncio
 import os
 import platform
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -250,6 +251,7 @@ async def _attack(
         await proc.communicate()
     server.stop()
     closed = server.closed()
+    log = server.log_text()
     media = [c for c in closed if c.media_bytes is not None]
     return Run(
         seconds=args.seconds,
@@ -257,7 +259,7 @@ async def _attack(
         publishers=args.publishers,
         exit_codes=[p.returncode if p.returncode is not None else -1 for p in publishers],
         publisher_bytes=[c.media_bytes or 0 for c in media],
-        publisher_reasons=[c.reason for c in media],
+        publisher_reasons=re.findall(r"publish ended channel=\S+ key_id=\S+ reason='([^']*)'", log),
         tally=tally,
         rss_kib=rss,
         closed_reasons=Counter(_reason_kind(c.reason) for c in closed if c.media_bytes is None),
