@@ -37,10 +37,11 @@ LAST_USED_RESOLUTION_SECONDS = 60
 
 _TOKEN_RE = re.compile(r"sst_([0-9A-Za-z]{12})_[0-9A-Za-z]{43}")
 _TOKEN_ID_RE = re.compile(r"[0-9A-Za-z]{12}")
-# For redaction, a longer run after the secret is swallowed too, so a token glued
-# to other text leaves no secret characters behind. Reset tokens (users.py) too.
-_TOKEN_IN_TEXT_RE = re.compile(r"sst_([0-9A-Za-z]{12})_[0-9A-Za-z]{43,}")
-_RESET_IN_TEXT_RE = re.compile(r"ssr_[0-9A-Za-z]{43,}")
+# For redaction, any run of base62 after the token id is secret, as with stream keys
+# (credentials/keys.py): a token glued to other text or cut short leaves no secret
+# characters behind. Reset tokens (users.py) too.
+_TOKEN_IN_TEXT_RE = re.compile(r"sst_([0-9A-Za-z]{12})_[0-9A-Za-z]+")
+_RESET_IN_TEXT_RE = re.compile(r"ssr_[0-9A-Za-z]+")
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,9 +27,10 @@ KEY_LENGTH = len(KEY_PREFIX) + KEY_ID_LENGTH + 1 + SECRET_LENGTH
 MAX_PRESENTED_LENGTH = 128
 
 _KEY_RE = re.compile(r"ssk_([0-9A-Za-z]{12})_[0-9A-Za-z]{43}")
-# For redaction, a longer run of base62 after the secret is swallowed too: a key
-# glued to other text must not leave secret characters behind.
-_KEY_IN_TEXT_RE = re.compile(r"ssk_([0-9A-Za-z]{12})_[0-9A-Za-z]{43,}")
+# For redaction, any run of base62 after the key id is secret: a longer one is a key
+# glued to other text, a shorter one a key cut short (a client's app name truncated
+# for a log line still holds most of the secret).
+_KEY_IN_TEXT_RE = re.compile(r"ssk_([0-9A-Za-z]{12})_[0-9A-Za-z]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +70,10 @@ def mask_key(key: str) -> str:
 
 
 def redact(text: str) -> str:
-    """Replace every key inside ``text`` with ``ssk_<key_id>_***``; a logging safety net."""
+    """Replace every key, whole or cut short, inside ``text`` with ``ssk_<key_id>_***``.
+
+    A logging safety net; it also runs before client text is truncated for display.
+    """
     if KEY_PREFIX not in text:
         return text
     return _KEY_IN_TEXT_RE.sub(lambda m: f"{KEY_PREFIX}{m.group(1)}_***", text)

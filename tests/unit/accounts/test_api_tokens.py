@@ -235,6 +235,8 @@ def test_redact_tokens() -> None:
         "bad header sst_AbCdEfGhIjKl_***, glued sst_AbCdEfGhIjKl_*** and reset ssr_***!"
     )
     assert "x" * 10 not in redacted
+    cut_short = redact_tokens(f"cut {token[:30]} and {reset[:20]}")  # as a truncated line
+    assert cut_short == "cut sst_AbCdEfGhIjKl_*** and ssr_***"
     assert redact_tokens("nothing to see sst_ here") == "nothing to see sst_ here"
 
 

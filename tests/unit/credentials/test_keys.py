@@ -143,6 +143,27 @@ def test_redact_removes_secret_characters_glued_to_a_key() -> None:
     assert redacted == f"xssk_{generated.key_id}_*** tail"
 
 
+def test_redact_catches_keys_in_a_tc_url_and_an_app_name() -> None:
+    generated = generate_key()
+    for url in (
+        f"rtmp://host/live?key={generated.key}&x=1",
+        f"rtmp://host/live/{generated.key}",
+        f"rtmps://host:443/{generated.key}/live",
+    ):
+        assert generated.key[17:] not in redact(url)
+        assert f"ssk_{generated.key_id}_***" in redact(url)
+
+
+@given(
+    key_id=st.text(base62, min_size=12, max_size=12),
+    secret=st.text(base62, min_size=43, max_size=43),
+    kept=st.integers(1, 43),
+)
+def test_redact_catches_a_key_cut_short(key_id: str, secret: str, kept: int) -> None:
+    """A client's app name truncated for a log line still holds most of the secret."""
+    assert redact(f"app 'live/{_key(key_id, secret[:kept])}") == f"app 'live/ssk_{key_id}_***"
+
+
 def test_redact_leaves_other_text_alone() -> None:
     text = "ssk_ is our prefix; ssk_short_key is not a key"
     assert redact(text) == text
