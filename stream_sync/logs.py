@@ -14,6 +14,9 @@ import time
 from .accounts.api_tokens import redact_tokens
 from .credentials.keys import redact as redact_keys
 
+# uvicorn.error's start/stop lines repeat ours; the others' INFO lines are noise.
+QUIET_LOGGERS = ("uvicorn.access", "uvicorn.error", "aiosqlite", "alembic")
+
 
 def redact(text: str) -> str:
     """Stream keys, API tokens and reset tokens, masked wherever they appear."""
@@ -21,15 +24,21 @@ def redact(text: str) -> str:
 
 
 class RedactKeys(logging.Filter):
+    """Masks keys and tokens in the message and in the whole traceback.
+
+    The traceback is formatted here, redacted, and left for the formatter to use: an
+    exception's own text may be clean while the one it was raised from holds a key.
+    """
+
+    _tracebacks = logging.Formatter()
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         cleaned = redact(message)
-        exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None and redact(str(exc)) != str(exc):
-            record.exc_info = None  # the traceback would repeat the key
-            cleaned += f" ({type(exc).__name__}: {redact(str(exc))})"
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = redact(self._tracebacks.formatException(record.exc_info))
         return True
 
 
@@ -37,6 +46,13 @@ class _UtcFormatter(logging.Formatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         return f"{stamp}.{int(record.msecs):03d}Z"
+
+
+def set_levels(level: str) -> None:
+    """The levels a server logs at; the tests' leak scan sets the same to see what it writes."""
+    logging.getLogger().setLevel(level.upper())
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def configure(level: str = "info", *, tag: str | None = None) -> None:
@@ -55,11 +71,7 @@ def configure(level: str = "info", *, tag: str | None = None) -> None:
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level.upper())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # its start/stop lines repeat ours
-    logging.getLogger("aiosqlite").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    set_levels(level)
