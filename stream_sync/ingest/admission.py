@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from ..credentials.keys import redact
 from ..rtmp.events import ConnectRequested
 from ..rtmp.messages import StatusCode
 from ..state.errors import StateUnavailable
@@ -112,7 +113,9 @@ class KeyAdmission:
     def check_connect(self, request: ConnectRequested) -> str | None:
         app = app_name_of(request.app)
         if app != self._app:
-            shown = app[:64] if app.isprintable() else "?"
+            # Redacted before it is cut: a key pasted into the server URL, cut short,
+            # would no longer look like a key to the log's redaction.
+            shown = redact(app)[:64] if app.isprintable() else "?"
             return f"Unknown application '{shown}'; use the server URL rtmp://<host>/{self._app}"
         return None
 

@@ -144,3 +144,21 @@ async def test_unknown_application_is_rejected_on_connect(node: Node) -> None:
     assert refused[0].info["code"] == "NetConnection.Connect.Rejected"
     assert "Unknown application 'vod'" in refused[0].info["description"]
     await client.wait_closed(3)
+
+
+async def test_a_key_pasted_into_the_server_url_stays_out_of_the_logs(
+    node: Node, channel: service.CreatedChannel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OBS users paste the key into the server URL: the refusal names the app, keyless."""
+    from stream_sync.rtmp.client import ConnectRefused
+
+    caplog.set_level("INFO")
+    client = await RtmpTestClient.open(node.rtmp_port)
+    events = await client.connect(app=f"live/{channel.key}")  # in the tcUrl too
+    refused = [e for e in events if isinstance(e, ConnectRefused)]
+    assert refused
+    shown = f"Unknown application 'live/ssk_{channel.key_id}_***'"
+    assert shown in refused[0].info["description"]
+    await client.wait_closed(3)
+    assert "connect refused" in caplog.text
+    assert channel.key[17:37] not in caplog.text

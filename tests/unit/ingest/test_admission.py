@@ -14,6 +14,7 @@ from stream_sync.credentials.server_secrets import ServerSecrets
 from stream_sync.db import session_factory
 from stream_sync.ingest.admission import KeyAdmission, PublishGrant, PublishRefusal, TakeoverPolicy
 from stream_sync.ingest.keycheck import KeyChecker
+from stream_sync.rtmp.events import ConnectRequested
 from stream_sync.state.database import DatabaseFencing
 from stream_sync.state.inprocess import InProcessKeyCache, InProcessLocks
 
@@ -159,3 +160,20 @@ async def test_a_query_string_after_the_key_is_ignored(engine: AsyncEngine) -> N
     grant = await s.admission.admit_publish(f" {s.key}?obs=1 ", owner="a")
     assert isinstance(grant, PublishGrant)
     assert grant.channel_id == s.channel_id
+
+
+def connect(app: str) -> ConnectRequested:
+    return ConnectRequested(1.0, app, f"rtmp://host/{app}", "FMLE/3.0", 0, (), 0, {})
+
+
+async def test_a_key_pasted_into_the_server_url_is_not_repeated(engine: AsyncEngine) -> None:
+    """The refusal (logged, and shown by the encoder) names the app, its key redacted first."""
+    s = await make(engine)
+    key_id, secret = s.key[4:16], s.key[17:]
+    named = s.admission.check_connect(connect(f"live/{s.key}"))
+    assert named is not None
+    assert f"Unknown application 'live/ssk_{key_id}_***'" in named
+    long = s.admission.check_connect(connect(f"{'x' * 50}/{s.key}"))
+    assert long is not None
+    assert secret[:4] not in long  # cut at 64 characters after redaction
+    assert s.admission.check_connect(connect(f"live?key={s.key}")) is None  # a query is ignored
