@@ -11,6 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from stream_sync.db import create_engine, sqlite_url, upgrade
 from tests.databases import blocking, emptied, fresh_postgres_database, migrated_postgres
 
+# The leak scan watches the whole run (issue 9); pytester runs its self-test.
+pytest_plugins = ["pytester", "tests.leakscan"]
+
 
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
