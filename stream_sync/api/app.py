@@ -32,7 +32,7 @@ def create_app(context: ApiContext) -> FastAPI:
     for module in (health, auth, channels, admin, watch, pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
-    app.add_middleware(BodyLimit, limit=context.settings.max_request_size)
+    app.add_middleware(BodyLimit, context=context)
     app.add_middleware(RateLimit, context=context)  # outermost: a flood is refused first
     return app
 
@@ -80,9 +80,10 @@ async def _too_many(send: Send, wait: float) -> None:
 class BodyLimit:
     """Refuse request bodies over the limit with 413, declared or streamed."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, context: ApiContext) -> None:
         self.app = app
-        self.limit = limit
+        self.context = context
+        self.limit = context.settings.max_request_size
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,7 +91,7 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await _too_large(send, self.limit)
+            await self._too_large(scope, send)
             return
         received = 0
 
@@ -106,7 +107,12 @@ class BodyLimit:
         try:
             await self.app(scope, limited, send)
         except _BodyTooLarge:
-            await _too_large(send, self.limit)
+            await self._too_large(scope, send)
+
+    async def _too_large(self, scope: Scope, send: Send) -> None:
+        address = connection_address(HTTPConnection(scope), self.context)
+        self.context.requests.note("too_large", address, f"a body over {self.limit} bytes")
+        await _too_large(send, self.limit)
 
 
 class _BodyTooLarge(Exception):

@@ -7,7 +7,7 @@ keyframe interval, bytes; refusals by reason; per node: publishers, Mbit/s, room
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -30,7 +30,7 @@ class ClusterState:
     live: dict[int, LiveStream]
     nodes: list[NodeInfo]
     refusals: dict[str, int]
-    http_refused: int = 0  # requests over this API process's rate limit
+    http_refused: dict[str, int] = field(default_factory=dict)  # by reason, this process
 
 
 class ClusterCollector(Collector):
@@ -68,8 +68,8 @@ class ClusterCollector(Collector):
         for channel_id, stream in live.items():
             public_id = channels.get(channel_id, (str(channel_id), ""))[0]
             measured: dict[str, Any] = stream.measurements or {}
-            for key, field in _MEASURED:
-                value = measured.get(field)
+            for key, name in _MEASURED:
+                value = measured.get(name)
                 if isinstance(value, int | float):
                     gauges[key].add_metric([public_id], float(value))
             media = stream.counters.get("video_bytes", 0) + stream.counters.get("audio_bytes", 0)
@@ -108,11 +108,15 @@ class ClusterCollector(Collector):
         yield node_mbps
         yield node_room
         yield guard
-        yield CounterMetricFamily(
-            "stream_sync_http_rate_limited",
-            "HTTP requests refused with 429 by this API process",
-            value=float(self._state.http_refused),
+        http = CounterMetricFamily(
+            "stream_sync_http_refused",
+            "HTTP requests this API process refused: rate_limited (429), too_large (413),"
+            " login_throttled (429)",
+            labels=["reason"],
         )
+        for reason, count in sorted(self._state.http_refused.items()):
+            http.add_metric([reason], float(count))
+        yield http
 
 
 def render(state: ClusterState) -> bytes:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,11 +42,11 @@ class RequestLimiter:
     ) -> None:
         self.rate = rate  # 0: no limit
         self.burst = burst
-        self.refused = 0  # for the metrics
+        self.refused: Counter[str] = Counter()  # by reason, for the metrics
         self._clock = clock
         self._max_entries = max_entries
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
-        self._log = LogThrottle(10.0, clock)
+        self._logs: dict[str, LogThrottle] = {}
 
     def take(self, address: str) -> float:
         """Take a token for this address: 0 when there was one, else seconds until there is."""
@@ -66,8 +66,13 @@ class RequestLimiter:
         if bucket.tokens >= 1:
             bucket.tokens -= 1
             return 0.0
-        self.refused += 1
-        self._log.log(
-            log, logging.WARNING, "HTTP rate limit: requests from %s refused (%g/s)", key, self.rate
-        )
+        self.note("rate_limited", key, f"over {self.rate:g} requests a second")
         return (1 - bucket.tokens) / self.rate
+
+    def note(self, reason: str, address: str, detail: str) -> None:
+        """Count a refused request by reason; log it at most once per 10 s per reason."""
+        self.refused[reason] += 1
+        throttle = self._logs.get(reason)
+        if throttle is None:
+            throttle = self._logs[reason] = LogThrottle(10.0, self._clock)
+        throttle.log(log, logging.WARNING, "HTTP %s: %s from %s", reason, detail, address)

@@ -65,6 +65,7 @@ async def test_failed_logins_are_throttled_per_account(api: Api) -> None:
         "/api/auth/login", json={"email": "cy@example.com", "password": PASSWORD}
     )
     assert blocked.status_code == 429
+    assert api.context.requests.refused == {"login_throttled": 2}
     api.clock.now += 3600
     allowed = await client.post(
         "/api/auth/login", json={"email": "cy@example.com", "password": PASSWORD}
@@ -201,6 +202,7 @@ async def test_oversized_bodies_are_refused_with_413(api: Api) -> None:
     )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"
+    assert api.context.requests.refused == {"too_large": 1}  # counted for the metrics
 
 
 @pytest.mark.parametrize(

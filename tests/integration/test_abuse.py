@@ -193,4 +193,4 @@ async def test_http_requests_are_rate_limited_per_address(tmp_path: Path) -> Non
             assert refused.headers["retry-after"] == "1"
             assert (await user.get(url)).status_code == 200  # another address: a full bucket
             metrics = (await user.get(f"http://127.0.0.1:{node.http_port}/metrics")).text
-        assert "stream_sync_http_rate_limited_total 4.0" in metrics
+        assert 'stream_sync_http_refused_total{reason="rate_limited"} 4.0' in metrics

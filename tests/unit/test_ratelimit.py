@@ -19,7 +19,7 @@ def test_a_burst_then_the_rate() -> None:
     assert limiter.take("10.0.0.1") > 0
     clock.now += 60
     assert [limiter.take("10.0.0.1") for _ in range(4)] == [0.0] * 3 + [pytest.approx(0.5)]
-    assert limiter.refused == 3
+    assert limiter.refused == {"rate_limited": 3}
 
 
 def test_ipv6_shares_a_bucket_per_64_and_zero_is_off() -> None:

@@ -44,6 +44,7 @@ async def login(
     email = body.email.strip().lower()
     wait = context.throttle.check(email, address)
     if wait > 0:
+        context.requests.note("login_throttled", address, "a sign-in while locked out")
         raise TooManyAttempts(wait)
     try:
         async with context.sessions() as session:

@@ -63,7 +63,7 @@ async def metrics(context: Context) -> PlainTextResponse:
         live=context.live.live_streams(),
         nodes=nodes,
         refusals=dict(context.live.refusals),
-        http_refused=context.requests.refused,
+        http_refused=dict(context.requests.refused),
     )
     return PlainTextResponse(render(state), media_type=CONTENT_TYPE_LATEST)
 
