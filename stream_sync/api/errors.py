@@ -12,8 +12,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..db.engine import CONNECTING_ERRORS, unreachable
 from ..errors import DomainError
 
 log = logging.getLogger("stream_sync.api")
@@ -37,6 +39,12 @@ class CsrfFailed(DomainError):
 class NotFound(DomainError):
     code = "not_found"
     status = 404
+
+
+class DatabaseUnavailable(DomainError):
+    code = "database_unavailable"
+    status = 503
+    retry_after = 5
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -77,6 +85,24 @@ def install(app: FastAPI) -> None:
         return JSONResponse(
             error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
         )
+
+    async def outage(request: Request, exc: Exception) -> JSONResponse:
+        """An outage, not a bug: one log line, and a 503 that asks to retry."""
+        if not unreachable(exc):
+            raise exc  # to the handler of everything unexpected
+        log.warning(
+            "%s %s: the database is unreachable (%s)",
+            request.method,
+            request.url.path,
+            type(exc).__name__,
+        )
+        return await domain_error(
+            request, DatabaseUnavailable("the database is unreachable; try again shortly")
+        )
+
+    outages: tuple[type[Exception], ...] = (DBAPIError, *CONNECTING_ERRORS)
+    for kind in outages:
+        app.add_exception_handler(kind, outage)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -12,12 +12,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -41,6 +43,26 @@ SQLITE_PRAGMAS = (
     "PRAGMA foreign_keys=ON",
     "PRAGMA synchronous=NORMAL",
 )
+
+
+# What a database out of reach raises while connecting, before SQLAlchemy has a
+# connection to wrap errors for: the socket's own errors, and asyncpg's class 08
+# (connection exception) and class 57 (operator intervention: shutting down, starting up).
+CONNECTING_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+)
+# Every failure of a database call, for code that goes on without the database.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError, *CONNECTING_ERRORS)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether `exc` is the database being out of reach (down, restarting), not a bug."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, InterfaceError | OperationalError)
+    return isinstance(exc, CONNECTING_ERRORS)
 
 
 def sqlite_url(data_dir: Path) -> str:

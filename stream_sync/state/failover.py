@@ -25,8 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from sqlalchemy.exc import SQLAlchemyError
-
+from ..db.engine import DATABASE_ERRORS
 from .coalesce import Coalescer
 from .database import DatabaseFencing, DatabaseLocks
 from .errors import StateUnavailable
@@ -100,7 +99,7 @@ class FailoverLocks:
             return None
         try:
             other = await self._fallback.holder(channel_id)
-        except SQLAlchemyError:
+        except DATABASE_ERRORS:
             other = None  # the database is down too: Redis alone decides
         if other is not None and other.owner != owner:
             await self._primary.release(lease)  # an outage-era holder still owns it
@@ -169,7 +168,7 @@ class FailoverLocks:
             return lease
         try:
             return await self._fallback.holder(channel_id)
-        except SQLAlchemyError:
+        except DATABASE_ERRORS:
             return None
 
 
@@ -184,7 +183,7 @@ class FailoverFencing:
     async def next_token(self) -> int:
         try:
             token = await self._database.next_token()
-        except SQLAlchemyError:
+        except DATABASE_ERRORS:
             if self._redis is None:
                 raise
             token = int(await self._redis.run(self._redis.client.incr(self._key)))

@@ -1,4 +1,4 @@
-"""The lock failover while Redis is gone: the database's locks, on both database engines.
+"""The failover between Redis and the database: either may be out of reach.
 
 Time is an injected clock: nothing sleeps.
 """
@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from stream_sync.db import session_factory
-from stream_sync.state.database import DatabaseLocks
+from stream_sync.db import create_engine, session_factory
+from stream_sync.state.database import DatabaseFencing, DatabaseLocks
 from stream_sync.state.errors import StateUnavailable
-from stream_sync.state.failover import FailoverLocks
+from stream_sync.state.failover import FailoverFencing, FailoverLocks
 from stream_sync.state.interfaces import Lease
-from tests.support import ManualClock
+from stream_sync.state.redis import RedisState
+from tests.support import ManualClock, free_port
 
 from .database_engines import add_channel, open_database
 
@@ -67,3 +68,23 @@ async def test_redis_leases_move_or_expire_before_the_database_grants_their_chan
     lease = await other.acquire(idle, "b/c2", "b", 5)
     assert lease is not None
     assert lease.owner == "b/c2"
+
+
+async def test_with_the_database_out_of_reach_redis_alone_decides_and_issues_tokens(
+    redis: RedisState,
+) -> None:
+    """A refused connection is not an SQLAlchemy error: cached keys once could not publish."""
+    gone = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/gone")
+    try:
+        sessions = session_factory(gone)
+        locks = FailoverLocks(redis.locks, DatabaseLocks(sessions, ttl=TTL))
+        fencing = FailoverFencing(DatabaseFencing(sessions), redis)
+        first = await fencing.next_token()
+        lease = await locks.acquire(1, "a/c1", "a", first)
+        assert lease is not None
+        second = await fencing.next_token()
+        assert second > first
+        assert await locks.acquire(1, "b/c1", "b", second) is None
+        assert await locks.holder(1) == lease
+    finally:
+        await gone.dispose()
