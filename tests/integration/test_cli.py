@@ -148,6 +148,9 @@ async def test_keys_reset_without_a_running_server_writes_the_database(tmp_path:
         (["--workers", "2"], {}, "--workers 2 needs the Redis engine"),
         (["--workers", "65"], {}, "invalid --workers / STREAM_SYNC_WORKERS"),
         ([], {"STREAM_SYNC_WORKERS": "3"}, "--workers 3 needs the Redis engine"),
+        ([], {"STREAM_SYNC_MAX_CONNECTIONS": "0"}, "invalid --max-connections"),
+        ([], {"STREAM_SYNC_PUBLISH_TIMEOUT": "soon"}, "invalid --publish-timeout"),
+        ([], {"STREAM_SYNC_API_RATE_LIMIT": "-5"}, "invalid --api-rate-limit"),
     ],
 )
 async def test_bad_configuration_is_one_line(
