@@ -56,8 +56,9 @@ class Recorder(Protocol):
     ) -> tuple[PublishEnded, list[StatusChanged]]: ...
 
     async def media(
-        self, channel_id: int, *, flowing: bool, grace: float, node: str
-    ) -> list[StatusChanged]: ...
+        self, channel_id: int, *, flowing: bool, grace: float, node: str, token: int | None = None
+    ) -> list[StatusChanged]:
+        """Media started or stopped flowing; `token`: the publish's fencing token."""
 
     async def summaries(self, summaries: Mapping[int, lifecycle.Summary]) -> None:
         """Running summaries of live sessions, by session id."""
@@ -125,18 +126,23 @@ class DatabaseRecorder:
             return await lifecycle.publish_ended_many(self._sessions, ends, now=time.time())
 
     async def media(
-        self, channel_id: int, *, flowing: bool, grace: float, node: str
+        self, channel_id: int, *, flowing: bool, grace: float, node: str, token: int | None = None
     ) -> list[StatusChanged]:
         sessions = self._sessions
         try:
             async with self._writes:
                 if flowing:
                     outcome = await lifecycle.media_flowing(
-                        sessions, channel_id=channel_id, now=time.time(), node=node
+                        sessions, channel_id=channel_id, now=time.time(), node=node, token=token
                     )
                 else:
                     outcome = await lifecycle.media_stalled(
-                        sessions, channel_id=channel_id, now=time.time(), grace=grace, node=node
+                        sessions,
+                        channel_id=channel_id,
+                        now=time.time(),
+                        grace=grace,
+                        node=node,
+                        token=token,
                     )
         except Exception as exc:
             log.warning("could not record a media change of channel %d: %r", channel_id, exc)

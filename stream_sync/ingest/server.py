@@ -303,8 +303,9 @@ class IngestServer:
     async def _media_changed(self, proto: RtmpProtocol, channel_id: int, *, flowing: bool) -> None:
         if self.recorder is None:
             return
+        token = proto.grant.lease.token if proto.grant else None  # a stale one changes nothing
         changes = await self.recorder.media(
-            channel_id, flowing=flowing, grace=proto.grace, node=self.node_name
+            channel_id, flowing=flowing, grace=proto.grace, node=self.node_name, token=token
         )
         name = proto.grant.channel_name if proto.grant else str(channel_id)
         await self.announce(changes, name)

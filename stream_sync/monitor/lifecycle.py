@@ -57,6 +57,7 @@ _ROW = tuple(
         "status_since",
         "started_at",
         "publishes",
+        "fencing_token",
         "media_bytes",
         "video_frames",
         "audio_frames",
@@ -507,14 +508,24 @@ def _status(events: Iterable[Any]) -> list[StatusChanged]:
     return [event for event in events if isinstance(event, StatusChanged)]
 
 
-async def media_flowing(sessions: Sessions, *, channel_id: int, now: float, node: str) -> Outcome:
-    return await _simple(sessions, channel_id, node, machine.media_flowing, now=now)
+async def media_flowing(
+    sessions: Sessions, *, channel_id: int, now: float, node: str, token: int | None = None
+) -> Outcome:
+    return await _simple(sessions, channel_id, node, machine.media_flowing, now=now, token=token)
 
 
 async def media_stalled(
-    sessions: Sessions, *, channel_id: int, now: float, grace: float, node: str
+    sessions: Sessions,
+    *,
+    channel_id: int,
+    now: float,
+    grace: float,
+    node: str,
+    token: int | None = None,
 ) -> Outcome:
-    return await _simple(sessions, channel_id, node, machine.media_stalled, now=now, grace=grace)
+    return await _simple(
+        sessions, channel_id, node, machine.media_stalled, now=now, token=token, grace=grace
+    )
 
 
 async def _simple(
@@ -524,14 +535,24 @@ async def _simple(
     step: Callable[..., Transition],
     *,
     now: float,
+    token: int | None,
     **arguments: Any,
 ) -> Outcome:
-    """One transition that needs nothing but the channel's open session."""
+    """One transition that needs nothing but the channel's open session.
+
+    ``token``: the reporting publish's fencing token. A report from a publish that no
+    longer carries the session (a newer publisher took it over while this one's node
+    was frozen or partitioned) is stale and changes nothing: its "media stalled" would
+    send the live channel of the newer publisher into Reconnecting.
+    """
     async with sessions() as session, session.begin():
         connection = await session.connection()
         unit = await _unit(connection, channel_id, node=node, now=now)
         if unit.row is None:
             return Outcome([], None)
+        carried_by = unit.row["fencing_token"]
+        if token is not None and carried_by is not None and carried_by != token:
+            return Outcome([], unit.state.session_id)
         unit.apply(step(unit.state, now=now, **arguments))
         await _write(connection, [unit])
     return Outcome(_status(unit.events), unit.state.session_id)

@@ -158,6 +158,32 @@ async def test_a_stall_and_a_lost_node_wait_for_grace(sessions: Sessions) -> Non
         assert row.end_reason == "node lost"
 
 
+async def test_media_reports_of_a_publisher_taken_over_change_nothing(sessions: Sessions) -> None:
+    """Fencing: a node frozen past its lease wakes and reports a stall (the fault tests)."""
+    channel_id, key_id = await channel(sessions)
+    for node, token, now in (("node-a", 1, T0), ("node-b", 2, T0 + 5)):  # b takes over
+        await lifecycle.publish_started(
+            sessions,
+            event=PublishStarted(channel_id, key_id, f"c{token}", None, node),
+            remote_address="192.0.2.1",
+            fencing_token=token,
+            test=False,
+            default_grace=GRACE,
+            now=now,
+            media=True,
+        )
+    stale = await lifecycle.media_stalled(
+        sessions, channel_id=channel_id, now=T0 + 12, grace=GRACE, node="node-a", token=1
+    )
+    assert stale.status_events == []
+    (row,) = await sessions_of(sessions, channel_id)
+    assert row.status == "live"
+    current = await lifecycle.media_stalled(
+        sessions, channel_id=channel_id, now=T0 + 13, grace=GRACE, node="node-b", token=2
+    )
+    assert statuses(current.status_events) == ["reconnecting"]
+
+
 async def test_test_mode_is_never_live(sessions: Sessions) -> None:
     by_key, key_1 = await channel(sessions, "by-key")
     by_switch, key_2 = await channel(sessions, "by-switch")
