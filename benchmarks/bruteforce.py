@@ -49,6 +49,8 @@ from stream_sync.rtmp.client import (
 )
 from stream_sync.settings import Settings
 
+from .report import show
+
 RESULTS = Path(__file__).parent / "results" / "bruteforce.md"
 ATTACKER, OWNER = "127.0.0.2", "127.0.0.1"
 
@@ -273,10 +275,7 @@ async def main(args: argparse.Namespace) -> None:
             print(f"timing: {args.rounds} rounds")
             timing = await comparison_timing(node, args.rounds)
     text = report(attack, timing, args)
-    print(text)
-    if not args.no_write:
-        RESULTS.write_text(text)
-        print(f"written to {RESULTS}")
+    show(text, RESULTS, write=not args.no_write)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

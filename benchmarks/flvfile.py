@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,15 +76,17 @@ def ffmpeg_command(out: Path, seconds: int = SAMPLE_SECONDS) -> list[str]:
     ]
 
 
-def ensure_sample(path: Path = SAMPLE) -> Path:
-    """The cached sample, encoding it first if it is missing (about a minute of CPU)."""
+def ensure_sample(
+    path: Path = SAMPLE, encode: Callable[[Path], list[str]] = ffmpeg_command
+) -> Path:
+    """The cached sample, encoding it first if it is missing (720p: a minute of CPU)."""
     if path.exists() and path.stat().st_size > 0:
         return path
     if shutil.which("ffmpeg") is None:
         raise RuntimeError("ffmpeg is needed once, to encode the sample stream")
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial.flv")
-    subprocess.run(ffmpeg_command(partial), check=True)
+    subprocess.run(encode(partial), check=True)
     partial.replace(path)
     return path
 

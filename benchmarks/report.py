@@ -477,3 +477,11 @@ def document(
         "load": load,
         "runs": runs,
     }
+
+
+def show(text: str, path: Path, *, write: bool) -> None:
+    """Print a run's Markdown, and keep it in benchmarks/results/ unless told not to."""
+    print(text)
+    if write:
+        path.write_text(text)
+        print(f"written to {path}")

@@ -28,9 +28,7 @@ import os
 import platform
 import random
 import re
-import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -41,7 +39,8 @@ from stream_sync.rtmp import amf0
 from stream_sync.rtmp.chunk import ChunkWriter
 
 from . import procstat
-from .flvfile import CACHE_DIR
+from .flvfile import CACHE_DIR, ensure_sample
+from .report import show
 from .servers import StreamSync
 
 RESULTS = Path(__file__).parent / "results" / "slowloris.md"
@@ -51,26 +50,21 @@ SWEEP = 0.5  # the server's timeout sweep
 KINDS = ("garbage", "truncated", "trickle", "loiter")
 
 
-def small_sample(path: Path = SAMPLE) -> Path:
-    """A 10 s 240p stream, encoded once (a couple of seconds of CPU) and cached."""
-    if path.exists() and path.stat().st_size > 0:
-        return path
-    if shutil.which("ffmpeg") is None:
-        raise RuntimeError("ffmpeg is needed to encode the sample stream")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial.flv")
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-         "-f", "lavfi", "-i", "testsrc2=size=426x240:rate=30",
-         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-         "-t", str(SAMPLE_SECONDS), "-pix_fmt", "yuv420p",
-         "-c:v", "libx264", "-preset", "ultrafast",
-         "-b:v", "600k", "-maxrate", "600k", "-bufsize", "1200k", "-g", "60",
-         "-c:a", "aac", "-b:a", "64k", "-f", "flv", str(partial)],
-        check=True,
-    )  # fmt: skip
-    partial.replace(path)
-    return path
+def small_command(out: Path) -> list[str]:
+    """A 10 s 240p stream: a couple of seconds of CPU to encode, cached like the 720p one."""
+    return [
+        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+        "-f", "lavfi", "-i", "testsrc2=size=426x240:rate=30",
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+        "-t", str(SAMPLE_SECONDS), "-pix_fmt", "yuv420p",
+        "-c:v", "libx264", "-preset", "ultrafast",
+        "-b:v", "600k", "-maxrate", "600k", "-bufsize", "1200k", "-g", "60",
+        "-c:a", "aac", "-b:a", "64k", "-f", "flv", str(out),
+    ]  # fmt: skip
+
+
+def small_sample() -> Path:
+    return ensure_sample(SAMPLE, small_command)
 
 
 def file_rate(sample: Path) -> float:
@@ -338,10 +332,7 @@ connection), {rss["after the attack"] / 1024:.1f} MiB after it.
 def main(args: argparse.Namespace) -> None:
     result = run(args)
     text = report(result, args)
-    print(text)
-    if not args.no_write:
-        RESULTS.write_text(text)
-        print(f"written to {RESULTS}")
+    show(text, RESULTS, write=not args.no_write)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -32,6 +32,7 @@ from pathlib import Path
 from stream_sync.db.engine import DATABASE_FILENAME
 
 from . import procstat
+from .report import show
 from .slowloris import Server, publisher_command, small_sample
 
 RESULTS = Path(__file__).parent / "results" / "soak.md"
@@ -191,10 +192,7 @@ Server: `stream-sync serve`, embedded, grace {GRACE:g} s. Each publish: FFmpeg
 def main(args: argparse.Namespace) -> None:
     soak = soak_run(args)
     text = report(soak, args)
-    print(text)
-    if not args.no_write:
-        RESULTS.write_text(text)
-        print(f"written to {RESULTS}")
+    show(text, RESULTS, write=not args.no_write)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
