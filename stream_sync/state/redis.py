@@ -77,6 +77,24 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,  # includes TimeoutError from our own deadline
 )
 
+
+def _lost(exc: BaseException) -> bool:
+    """Redis went away, said by `exc` or by what it was raised while handling.
+
+    redis-py reconnecting a subscription to a dead server can fail with the event
+    loop's RuntimeError about a closed transport, raised while it handled the
+    ConnectionError: an outage too, not a bug to log with a traceback.
+    """
+    seen: BaseException | None = exc
+    for _ in range(5):  # a short chain: what failed, and what it was handling
+        if seen is None:
+            return False
+        if isinstance(seen, _UNAVAILABLE):
+            return True
+        seen = seen.__context__
+    return False
+
+
 # Lua: Redis's clock as epoch seconds with microseconds, written into JSON as a number.
 _NOW = """
 local t = redis.call('TIME')
@@ -702,7 +720,7 @@ class RedisBus:
                 self._first_attempt.set()
                 if lost_at is None:
                     lost_at = loop.time()
-                    if isinstance(exc, _UNAVAILABLE):
+                    if _lost(exc):
                         log.warning(
                             "event bus is not subscribed to %s (%s); retrying",
                             self._state.where,

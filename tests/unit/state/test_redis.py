@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from redis import exceptions as redis_errors
 
 from stream_sync.state.codec import encode_event
 from stream_sync.state.errors import StateUnavailable
@@ -24,7 +25,7 @@ from stream_sync.state.interfaces import (
     StopRequested,
     StreamStats,
 )
-from stream_sync.state.redis import RedisState
+from stream_sync.state.redis import RedisState, _lost
 from tests.support import REDIS_URL, RedisServer
 
 from .conftest import next_event
@@ -291,6 +292,18 @@ async def test_a_hung_redis_leaves_no_pipeline_holding_a_connection(
         server.resume()
     gc.collect()
     assert reported == []
+
+
+def test_a_failure_while_handling_a_lost_connection_is_an_outage() -> None:
+    """The bus reader once logged a Redis outage as a bug (the fault tests saw it).
+
+    redis-py reconnecting a subscription over uvloop to a Redis just killed raised the
+    loop's RuntimeError about the closed transport while handling the ConnectionError.
+    """
+    closed = RuntimeError("unable to perform operation on <TCPTransport closed=True>")
+    closed.__context__ = redis_errors.ConnectionError("Connection closed by server.")
+    assert _lost(closed)
+    assert not _lost(RuntimeError("a bug"))
 
 
 async def test_a_node_starts_while_redis_is_down(tmp_path: Path) -> None:
