@@ -47,7 +47,7 @@ from .api.ratelimit import RequestLimiter
 from .audit.refusals import RefusalAggregator
 from .credentials import service
 from .credentials.server_secrets import ServerSecrets, load_or_create
-from .db.engine import create_engine, session_factory, sqlite_url, upgrade
+from .db.engine import create_engine, session_factory, sqlite_url, unreachable, upgrade
 from .db.models import Channel, IngestServer, PublishSession
 from .db.retention import purge
 from .ingest import tls
@@ -500,8 +500,11 @@ class Node:
             try:
                 for event in await lifecycle.expire_grace(self.sessions, now=time.time()):
                     await self._publish(event)
-            except Exception:
-                log.exception("grace expiry failed; will retry")
+            except Exception as exc:
+                if not unreachable(exc):
+                    log.exception("grace expiry failed; will retry")
+                else:  # an outage, not a bug: no traceback every second
+                    log.warning("grace expiry: database unreachable (%s)", type(exc).__name__)
 
     async def _nodes_with_open_sessions(self) -> set[str]:
         """Nodes the database believes carry a publish right now."""

@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from ..db.engine import unreachable
 from ..state.errors import StateUnavailable
 from ..state.interfaces import BusEvent, EventBus, NodeLost, NodeRegistry, NodeUp
 
@@ -57,8 +58,11 @@ class NodeWatcher:
                 await self.check()
             except StateUnavailable as exc:
                 log.warning("node registry unreachable: %s", exc)
-            except Exception:
-                log.exception("node watch failed; will retry")
+            except Exception as exc:
+                if not unreachable(exc):
+                    log.exception("node watch failed; will retry")
+                else:  # an outage, not a bug: no traceback twice a second
+                    log.warning("node watch: the database is unreachable (%s)", type(exc).__name__)
             await asyncio.sleep(self._interval)
 
     async def check(self) -> None:
