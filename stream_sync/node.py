@@ -186,6 +186,7 @@ class Node:
         self.http_port = 0
         self._tls: ssl.SSLContext | None = None  # RTMPS, when this process listens for it
         self._ingest: RtmpIngest | None = None
+        self._recorder: DatabaseRecorder | None = None
         self._workers: Supervisor | None = None  # when this process supervises workers
         self._port: PortReservation | None = None  # the RTMP port the workers share
         self._tls_port: PortReservation | None = None  # and the RTMPS one
@@ -323,6 +324,9 @@ class Node:
             stale_after=settings.stale_after,
             enforce_mapping=settings.enforce_mapping,
         )
+        self._recorder = DatabaseRecorder(
+            self.sessions, refusals=self.refusals, default_grace=settings.grace_period
+        )
         self._ingest = RtmpIngest(
             config=settings.rtmp_config(),
             admission=admission,
@@ -331,9 +335,7 @@ class Node:
             server_name=self.server_name,
             locks=self.state.locks,
             checker=self.checker,
-            recorder=DatabaseRecorder(
-                self.sessions, refusals=self.refusals, default_grace=settings.grace_period
-            ),
+            recorder=self._recorder,
             peers=self,
             upkeep=Upkeep(
                 stall_after=settings.stale_after,
@@ -407,6 +409,8 @@ class Node:
         for reservation in (self._port, self._tls_port):
             if reservation is not None:
                 reservation.close()
+        if self._recorder is not None:
+            self._recorder.stop_waiting()  # a database down must not hold the shutdown
         if self._ingest is not None:
             await self._ingest.shutdown(self.settings.shutdown_grace)
             with contextlib.suppress(StateUnavailable):

@@ -3,8 +3,8 @@
 Every transition of the channel's status (monitor/lifecycle.py) commits its session
 row and its events to the database (the outbox) before the bus announces them: the
 database is the truth, the bus the fast path. A recorder that cannot write (database
-down) does not stop the stream: ingest keeps going, says so in the log, and
-announces what it can.
+down) does not stop the stream: ingest keeps going, says so in the log, and writes
+the publish's changes, in order, once the database is back (RETRY_FIRST).
 
 Starts and ends that come together (a reconnect storm, the end of a node) are
 written together, one transaction for many channels: a transaction per publish
@@ -14,15 +14,17 @@ cost more than the media of its first seconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..audit.refusals import RefusalAggregator
 from ..credentials.errors import ChannelNotFound
+from ..db.engine import unreachable
 from ..monitor import lifecycle
 from ..monitor.status import EndKind
 from ..state.coalesce import Coalescer
@@ -34,6 +36,14 @@ log = logging.getLogger("stream_sync.ingest")
 # admissions need: in a storm, encoders hear Publish.Start first and the session
 # rows follow.
 CONCURRENT_WRITES = 3
+# While the database is out of reach, the write of a publish's start, media change
+# or end waits for it (RETRY_FIRST seconds, doubling to RETRY_MAX): given up at once,
+# a publish that ended during a database restart left its session open, and "live",
+# for good, and one that started had none (the fault tests). The encoder never waits:
+# these writes run in the connection's journal. Once the node stops, a write is tried
+# once more and then given up: the monitor hands a stopped node's sessions over.
+RETRY_FIRST = 0.5
+RETRY_MAX = 5.0
 
 
 class Recorder(Protocol):
@@ -82,6 +92,28 @@ class DatabaseRecorder:
         self._writes = asyncio.Semaphore(CONCURRENT_WRITES)
         self._starts = Coalescer(self._start_many)
         self._ends = Coalescer(self._end_many)
+        self._stopping = asyncio.Event()
+
+    def stop_waiting(self) -> None:
+        """The node is stopping: writes waiting for the database try once more, then give up."""
+        self._stopping.set()
+
+    async def _written(self, write: Callable[[], Awaitable[R]], what: str) -> R:
+        """`write()`, again and again while the database is out of reach (see RETRY_FIRST)."""
+        delay = RETRY_FIRST
+        waiting = False
+        while True:
+            try:
+                return await write()
+            except Exception as exc:
+                if self._stopping.is_set() or not unreachable(exc):
+                    raise
+                if not waiting:
+                    log.warning("%s waits for the database (%s)", what, type(exc).__name__)
+                    waiting = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            delay = min(delay * 2, RETRY_MAX)
 
     async def started(
         self,
@@ -94,7 +126,9 @@ class DatabaseRecorder:
     ) -> tuple[PublishStarted, list[StatusChanged], float]:
         start = lifecycle.Start(event, remote_address, fencing_token, test, media)
         try:
-            staged, outcome, grace = _or_raise(await self._starts(start))
+            staged, outcome, grace = _or_raise(
+                await self._written(lambda: self._starts(start), "the start of a publish")
+            )
         except Exception as exc:
             log.warning("could not record the start of a publish: %r", exc)
             return event, [], self._default_grace
@@ -105,7 +139,9 @@ class DatabaseRecorder:
     ) -> tuple[PublishEnded, list[StatusChanged]]:
         end = lifecycle.End(event, kind, grace, summary)
         try:
-            staged, outcome = _or_raise(await self._ends(end))
+            staged, outcome = _or_raise(
+                await self._written(lambda: self._ends(end), "the end of a publish")
+            )
         except Exception as exc:
             log.warning("could not record the end of a publish: %r", exc)
             return event, []
@@ -129,21 +165,24 @@ class DatabaseRecorder:
         self, channel_id: int, *, flowing: bool, grace: float, node: str, token: int | None = None
     ) -> list[StatusChanged]:
         sessions = self._sessions
-        try:
+
+        async def change() -> lifecycle.Outcome:
             async with self._writes:
                 if flowing:
-                    outcome = await lifecycle.media_flowing(
+                    return await lifecycle.media_flowing(
                         sessions, channel_id=channel_id, now=time.time(), node=node, token=token
                     )
-                else:
-                    outcome = await lifecycle.media_stalled(
-                        sessions,
-                        channel_id=channel_id,
-                        now=time.time(),
-                        grace=grace,
-                        node=node,
-                        token=token,
-                    )
+                return await lifecycle.media_stalled(
+                    sessions,
+                    channel_id=channel_id,
+                    now=time.time(),
+                    grace=grace,
+                    node=node,
+                    token=token,
+                )
+
+        try:
+            outcome = await self._written(change, f"a media change of channel {channel_id}")
         except Exception as exc:
             log.warning("could not record a media change of channel %d: %r", channel_id, exc)
             return []
