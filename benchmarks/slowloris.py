@@ -161,10 +161,12 @@ def deadlines(timeouts: dict[str, float]) -> dict[str, float]:
     """When the server must have closed each kind, in seconds after connecting.
 
     Garbage usually fails at its first byte, but random bytes may begin like a
-    handshake (C0 = 3), and then only the handshake timeout ends them.
+    handshake (C0 = 3); with 3,073 bytes or more that handshake completes (the
+    server does not check C2), the rest may sit as an unfinished chunk, and then
+    only the publish timeout ends them.
     """
     return {
-        "garbage": timeouts["handshake"],
+        "garbage": timeouts["publish"],
         "truncated": timeouts["handshake"],
         "trickle": timeouts["handshake"],
         "loiter": timeouts["publish"],
@@ -312,9 +314,11 @@ addresses, each replaced as soon as the server closed it.
 |---|---|---|---|---|
 {closes}
 
-Deadlines after connecting: the handshake timeout for garbage (random bytes may begin
-like a handshake), truncated and trickle; the publish timeout for loiter (never idle,
-so only that stops it). The server's timeout sweep runs every {SWEEP:g} s.
+Deadlines after connecting: the handshake timeout for truncated and trickle; the
+publish timeout for loiter (never idle, so only that stops it) and for garbage (random
+bytes may complete a handshake, whose C2 is not checked, and end in an unfinished
+chunk). The server's timeout sweep runs every {SWEEP:g} s; the close is timed by the
+attacking process, whose own event loop carries all {result.attackers} connections.
 
 | Server's close reason (attackers) | Count |
 |---|---|
