@@ -370,9 +370,14 @@ class IngestServer:
         try:
             lease = await locks.renew(grant.lease)
             if lease is None:  # expired while silent; take it back if nobody else did
+                if proto.grant is not grant:
+                    return  # the publish ended (and released it) while we asked
                 lease = await locks.acquire(
                     grant.channel_id, grant.lease.owner, grant.lease.node, grant.lease.token
                 )
+                if lease is not None and proto.grant is not grant:
+                    await locks.release(lease)  # ended while we took it back: let it go
+                    return
         except (StateUnavailable, OSError) as exc:
             log.warning("conn=%s could not renew its lease: %r", proto.id, exc)
             return
