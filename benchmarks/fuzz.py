@@ -13,6 +13,7 @@ benchmarks/results/fuzz.md: inputs, speed, peak RSS, coverage and crashes per ta
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import subprocess
@@ -75,8 +76,16 @@ def run(target: str, runs: int) -> Outcome:
     )
 
 
-def render(outcomes: list[Outcome], command: str, started: datetime, seconds: float) -> str:
-    info, code = machine(), code_state()
+def render(
+    outcomes: list[Outcome],
+    command: str,
+    started: datetime,
+    seconds: float,
+    code: dict[str, str],
+    load: tuple[float, float],
+) -> str:
+    info = machine()
+    changed = code != code_state()
     total = sum(o.stats.get("number_of_executed_units", 0) for o in outcomes)
     crashes = sum(1 for o in outcomes if o.returncode)
     lines = [
@@ -86,6 +95,9 @@ def render(outcomes: list[Outcome], command: str, started: datetime, seconds: fl
         f"{info['cpu']}, {info['nproc']} CPUs, Python {info['python']}, "
         f"atheris {version('atheris')} (libFuzzer), stream-sync {code['revision']} "
         f"(sources {code['sources']}), hot path from its .py sources (instrumented).",
+        f"Load average {load[0]:.1f} at the start, {load[1]:.1f} at the end (other work shares "
+        "the machine: exec/s are a floor)."
+        + (" stream_sync changed during the run: a target ran the code of its start." * changed),
         "",
         "Targets (tests/fuzz/targets.py): `server` drives a `ServerConnection` from its first "
         "byte as the ingest does (reads of fuzzed sizes into `get_buffer()`, decisions, "
@@ -105,7 +117,7 @@ def render(outcomes: list[Outcome], command: str, started: datetime, seconds: fl
             f"| {o.target} | {s.get('number_of_executed_units', 0):,} "
             f"| {s.get('average_exec_per_sec', 0):,} | {s.get('peak_rss_mb', 0)} MB "
             f"| {o.done.get('cov', '?')} / {o.done.get('ft', '?')} | {o.done.get('corp', '?')} "
-            f"| {s.get('new_units_added', 0):,} | {s.get('slowest_unit_time_sec', 0)} s "
+            f"| {s.get('new_units_added', 0):,} | {s.get('slowest_unit_time_sec', 0) or '< 1'} s "
             f"| {1 if o.returncode else 0}{f' ({o.crash})' if o.crash else ''} |"
         )
     lines += [
@@ -124,11 +136,12 @@ def main() -> None:
     parser.add_argument("--targets", nargs="*", default=list(NAMES), choices=NAMES)
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
-    started, clock = datetime.now(UTC), time.monotonic()
+    started, clock, code, load = datetime.now(UTC), time.monotonic(), code_state(), os.getloadavg()
     with ThreadPoolExecutor(args.jobs) as pool:
         outcomes = list(pool.map(lambda target: run(target, args.runs), args.targets))
+    seconds, loads = time.monotonic() - clock, (load[0], os.getloadavg()[0])
     command = shlex.join(["python", "-m", "benchmarks.fuzz", *sys.argv[1:]])
-    args.results.write_text(render(outcomes, command, started, time.monotonic() - clock))
+    args.results.write_text(render(outcomes, command, started, seconds, code, loads))
     print(f"wrote {args.results}")
     if any(o.returncode for o in outcomes):
         sys.exit("crashes found: see build/fuzz/*.log and build/fuzz/crashes/")

@@ -30,7 +30,7 @@ from typing import Any
 from stream_sync.rtmp import amf0, flv
 from stream_sync.rtmp.codecs import CodecError, describe_audio, describe_video
 from stream_sync.rtmp.config import RtmpConfig
-from stream_sync.rtmp.connection import ServerConnection
+from stream_sync.rtmp.connection import FIRST_BUFFER_SIZE, ServerConnection
 from stream_sync.rtmp.errors import ProtocolError
 from stream_sync.rtmp.events import CodecConfigured, ConnectRequested, Event, PublishRequested
 
@@ -119,6 +119,7 @@ class Driver:
         self.wait = 0  # reads left before deciding it
         self.end_after: int | None = None  # reads left before we end an accepted publish
         self.sent = 0
+        self.accepted = False  # a publish was accepted: the read buffer may be full size
 
     def run(self) -> None:
         conn, stream = self.conn, self.stream
@@ -186,7 +187,7 @@ class Driver:
         self.sent += len(self.conn.data_to_send())
         received = self.conn.bytes_received
         assert self.sent <= OUTPUT_PER_BYTE * received + OUTPUT_SLACK, "runaway output"
-        check_bounded(self.conn)
+        check_bounded(self.conn, accepted=self.accepted)
 
     def decide(self) -> None:
         """The admission task's answer: 0 accept, 1 accept then end, 2 redirect, 3 refuse."""
@@ -195,6 +196,7 @@ class Driver:
         assert conn.awaiting_decision, "a publish is pending but the connection is not paused"
         self.pending = None
         if policy <= 1:
+            self.accepted = True
             self.step(conn.accept_publish, stream_id)
             if policy == 1:
                 self.end_after = self.publish_wait
@@ -205,20 +207,26 @@ class Driver:
             self.step(conn.reject_publish, stream_id, "Unknown stream key.")
 
 
-def check_bounded(conn: ServerConnection) -> None:
+def check_bounded(conn: ServerConnection, *, accepted: bool) -> None:
     """What a connection holds stays within its configured limits, whatever the peer sent."""
     config = conn.config
     reader = conn._reader
-    assert len(reader.buf) == config.read_buffer_size, "the read buffer grew"
+    # The full read buffer only once a publish was accepted (FIRST_BUFFER_SIZE before).
+    size = config.read_buffer_size if accepted else FIRST_BUFFER_SIZE
+    assert len(reader.buf) <= size, "the read buffer grew"
     assert 0 <= reader.start <= reader.end <= len(reader.buf)
     assert len(conn._backlog) <= config.read_buffer_size, "the backlog outgrew its limit"
     assert len(reader.streams) <= config.max_chunk_streams, "too many chunk streams"
     assert len(conn.streams) <= config.max_streams, "too many message streams"
+    held = 0
     for cs in reader.streams.values():
         if cs.body is not None:
             media = cs.type_id in MEDIA_TYPES
             limit = config.max_message_size if media else config.max_control_size
             assert len(cs.body) <= cs.length <= limit, "a partial message beyond its limit"
+            held += len(cs.body)
+    # One media and one control message's worth for the whole connection.
+    assert held <= config.max_message_size + config.max_control_size, "partial messages"
 
 
 def describe_packet(media: str, packet: flv.MediaPacket) -> None:
