@@ -54,7 +54,7 @@ bench: $(VENV)/.runtime
 	$(BIN)/python -m benchmarks.ingest $(ARGS)
 
 # Coverage-guided fuzzing of the RTMP core (issue 9): 2.5 million inputs into each of the four
-# targets in tests/fuzz, two at a time; figures in benchmarks/results/fuzz.md (about an hour).
+# targets in tests/fuzz, two at a time; figures in benchmarks/results/fuzz.md (1 to 1.5 hours).
 fuzz: $(VENV)/.dev
 	$(BIN)/python -m benchmarks.fuzz $(ARGS)
 
