@@ -59,9 +59,16 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError, *CONNECTING_ERR
 
 
 def unreachable(exc: BaseException) -> bool:
-    """Whether `exc` is the database being out of reach (down, restarting), not a bug."""
+    """Whether `exc` is the database being out of reach (down, restarting), not a bug.
+
+    SQLAlchemy wraps asyncpg errors it has no class for in a plain DBAPIError, "the
+    database system is starting up" (57P03) among them: the asyncpg error it was
+    raised from decides.
+    """
     if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or isinstance(exc, InterfaceError | OperationalError)
+        if exc.connection_invalidated or isinstance(exc, InterfaceError | OperationalError):
+            return True
+        return isinstance(exc.orig.__cause__ if exc.orig else None, CONNECTING_ERRORS)
     return isinstance(exc, CONNECTING_ERRORS)
 
 
