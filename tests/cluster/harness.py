@@ -127,7 +127,9 @@ class Cluster:
     async def __aexit__(self, *exc: object) -> None:
         for server in self.supervisors:  # SIGTERM: their workers stop with them
             if server.process.proc.returncode is None:
-                await server.process.stop()
+                # A supervisor SIGKILLs a worker still running shutdown_grace (1 s) + 10 s
+                # after its SIGTERM: wait past that, or a slow worker fails the teardown.
+                await server.process.stop(timeout=15)
         for node in self.nodes.values():
             if node.process.proc.returncode is None:
                 node.process.proc.kill()
