@@ -60,17 +60,23 @@ class RateLimit:
 
 async def _too_many(send: Send, wait: float) -> None:
     seconds = max(1, math.ceil(wait))
-    body = json.dumps(
-        error_body("rate_limited", f"too many requests; try again in {seconds} s")
-    ).encode()
+    message = f"too many requests; try again in {seconds} s"
+    await _error(send, 429, "rate_limited", message, (b"retry-after", str(seconds).encode()))
+
+
+async def _error(
+    send: Send, status: int, code: str, message: str, *headers: tuple[bytes, bytes]
+) -> None:
+    """An error answered before any route runs, in the API's error shape."""
+    body = json.dumps(error_body(code, message), separators=(",", ":")).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 429,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
-                (b"retry-after", str(seconds).encode()),
+                *headers,
             ],
         }
     )
@@ -120,19 +126,4 @@ class _BodyTooLarge(Exception):
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = (
-        b'{"error":{"code":"payload_too_large","message":"request body over '
-        + str(limit).encode()
-        + b' bytes"}}'
-    )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await _error(send, 413, "payload_too_large", f"request body over {limit} bytes")
