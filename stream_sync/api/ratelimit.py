@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..addresses import address_key
-from ..state.inprocess import LogThrottle
+from ..state.inprocess import RefusalLog
 
 log = logging.getLogger("stream_sync.api")
 MAX_ENTRIES = 100_000
@@ -42,11 +42,11 @@ class RequestLimiter:
     ) -> None:
         self.rate = rate  # 0: no limit
         self.burst = burst
-        self.refused: Counter[str] = Counter()  # by reason, for the metrics
+        self._refusals = RefusalLog(log, 10.0, clock)
+        self.refused = self._refusals.counts  # by reason, for the metrics
         self._clock = clock
         self._max_entries = max_entries
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
-        self._logs: dict[str, LogThrottle] = {}
 
     def take(self, address: str) -> float:
         """Take a token for this address: 0 when there was one, else seconds until there is."""
@@ -71,8 +71,4 @@ class RequestLimiter:
 
     def note(self, reason: str, address: str, detail: str) -> None:
         """Count a refused request by reason; log it at most once per 10 s per reason."""
-        self.refused[reason] += 1
-        throttle = self._logs.get(reason)
-        if throttle is None:
-            throttle = self._logs[reason] = LogThrottle(10.0, self._clock)
-        throttle.log(log, logging.WARNING, "HTTP %s: %s from %s", reason, detail, address)
+        self._refusals.note(reason, "HTTP %s: %s from %s", reason, detail, address)

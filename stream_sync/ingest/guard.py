@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..addresses import address_key
-from ..state.inprocess import LogThrottle
+from ..state.inprocess import RefusalLog
 
 log = logging.getLogger("stream_sync.ingest.guard")
 MAX_ENTRIES = 100_000  # addresses and key ids remembered per table; the oldest go first
@@ -71,13 +71,13 @@ class Guard:
         max_entries: int = MAX_ENTRIES,
     ) -> None:
         self.limits = limits
-        self.counts: Counter[str] = Counter()  # refusals and timeouts by reason, for metrics
+        self._refusals = RefusalLog(log, LOG_EVERY, clock)
+        self.counts = self._refusals.counts  # refusals and timeouts by reason, for metrics
         self._clock = clock
         self._max_entries = max_entries
         self._open: dict[str, int] = {}  # open connections per address key
         self._addresses: OrderedDict[str, _Window] = OrderedDict()
         self._keys: OrderedDict[str, _Window] = OrderedDict()
-        self._logs: dict[str, LogThrottle] = {}
 
     # Connections --------------------------------------------------------------------------
 
@@ -182,9 +182,5 @@ class Guard:
 
     def refuse(self, reason: str, message: str, *args: object) -> str:
         """Count a refusal (or a timeout) by reason; log it, rate-limited per reason."""
-        self.counts[reason] += 1
-        throttle = self._logs.get(reason)
-        if throttle is None:
-            throttle = self._logs[reason] = LogThrottle(LOG_EVERY, self._clock)
-        throttle.log(log, logging.WARNING, f"guard {reason}: {message}", *args)
+        self._refusals.note(reason, f"guard {reason}: {message}", *args)
         return reason

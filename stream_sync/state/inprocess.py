@@ -14,6 +14,7 @@ import itertools
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 from .interfaces import BusEvent, CachedKey, KeyState, Lease, NodeInfo, StreamStats
@@ -59,6 +60,27 @@ class LogThrottle:
         logger.log(level, message, *args)
         self._next = now + self._interval
         self._suppressed = 0
+
+
+class RefusalLog:
+    """Refusals counted by reason for the metrics, each reason logged apart and throttled.
+
+    A flood of one kind must not hide the first line of another.
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float, clock: Clock) -> None:
+        self.counts: Counter[str] = Counter()
+        self._logger = logger
+        self._interval = interval
+        self._clock = clock
+        self._throttles: dict[str, LogThrottle] = {}
+
+    def note(self, reason: str, message: str, *args: object) -> None:
+        self.counts[reason] += 1
+        throttle = self._throttles.get(reason)
+        if throttle is None:
+            throttle = self._throttles[reason] = LogThrottle(self._interval, self._clock)
+        throttle.log(self._logger, logging.WARNING, message, *args)
 
 
 # --- Events ----------------------------------------------------------------------------------

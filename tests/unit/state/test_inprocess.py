@@ -11,6 +11,7 @@ from stream_sync.state.inprocess import (
     InProcessFencing,
     InProcessKeyCache,
     LogThrottle,
+    RefusalLog,
 )
 from stream_sync.state.interfaces import CachedKey, KeyState, NodeUp
 
@@ -99,3 +100,17 @@ def test_log_throttle_counts_what_it_held_back(caplog: pytest.LogCaptureFixture)
         "trouble x",
         "trouble x (3 more since the last report)",
     ]
+
+
+def test_refusal_log_counts_every_reason_and_throttles_each_apart(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    logger = logging.getLogger("test.refusals")
+    refusals = RefusalLog(logger, 10.0, clock.monotonic)
+    with caplog.at_level(logging.WARNING, logger="test.refusals"):
+        for _ in range(100):
+            refusals.note("flood", "flood from %s", "a")
+        refusals.note("rare", "rare from %s", "b")  # not hidden behind the flood
+    assert refusals.counts == {"flood": 100, "rare": 1}
+    assert [r.getMessage() for r in caplog.records] == ["flood from a", "rare from b"]
