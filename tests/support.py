@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import pytest
 
@@ -279,11 +279,57 @@ async def until_ready(
             await asyncio.sleep(0.02)
 
 
-class RedisServer:
+class _PrivateServer:
+    """A server a test owns: started in a session of its own, probed until it answers,
+    killed (with its children) whatever happens when used as a context manager."""
+
+    _process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.kill()
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None
+
+    async def wait_ready(self, timeout: float = 30) -> None:
+        """Poll until the server answers a real request, not merely accepts."""
+        await until_ready(self._process, self._answers, timeout)
+
+    async def _answers(self) -> bool:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        """SIGKILL to the server and its children, as when the machine dies."""
+        if self._process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, signal.SIGKILL)
+        self._process.wait(timeout=10)
+        self._process = None
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open and nothing answers, like a hung server."""
+        assert self._process is not None
+        os.killpg(self._process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        os.killpg(self._process.pid, signal.SIGCONT)
+
+
+class RedisServer(_PrivateServer):
     """A private redis-server on a free port that keeps nothing on disk.
 
-    For tests that stop, pause or restart Redis; the shared one must stay up. Use it
-    as a context manager so the process is killed whatever happens.
+    For tests that stop, pause or restart Redis; the shared one must stay up.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -294,18 +340,6 @@ class RedisServer:
         self._directory = directory
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> RedisServer:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.kill()
 
     def start(self) -> None:
         """Start (or restart, on the same port) the server; see wait_ready."""
@@ -322,13 +356,10 @@ class RedisServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )  # fmt: skip
 
-    async def wait_ready(self, timeout: float = 10) -> None:
-        """Poll with PING until the server answers PONG."""
-        await until_ready(self._process, self._pong, timeout)
-
-    async def _pong(self) -> bool:
+    async def _answers(self) -> bool:
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         except OSError:
@@ -338,23 +369,6 @@ class RedisServer:
             return await reader.readline() == b"+PONG\r\n"
         finally:
             writer.close()
-
-    def kill(self) -> None:
-        """SIGKILL, as when a machine dies: no goodbye to connected clients beyond the kernel's."""
-        if self._process is None:
-            return
-        self._process.kill()
-        self._process.wait(timeout=10)
-        self._process = None
-
-    def pause(self) -> None:
-        """SIGSTOP: connections stay open and nothing answers, like a hung server."""
-        assert self._process is not None
-        self._process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self._process is not None
-        self._process.send_signal(signal.SIGCONT)
 
 
 def _postgres_binaries() -> Path | None:
@@ -368,7 +382,7 @@ def _postgres_binaries() -> Path | None:
     return found[-1] if found else None
 
 
-class PostgresServer:
+class PostgresServer(_PrivateServer):
     """A private PostgreSQL cluster on a free port (trust auth) that a test may stop or kill.
 
     The shared server must stay up for the rest of the suite; this one is initdb'd into
@@ -396,9 +410,8 @@ class PostgresServer:
         self.port = free_port()
         self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
         self._folder: Path | None = None
-        self._process: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> PostgresServer:
+    def __enter__(self) -> Self:
         folder = Path(tempfile.mkdtemp(prefix="stream-sync-postgres-", dir="/tmp"))
         self._folder = folder
         try:
@@ -431,7 +444,7 @@ class PostgresServer:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.kill()
+        super().__exit__(kind, error, traceback)
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
 
@@ -440,10 +453,6 @@ class PostgresServer:
         if self._user is None:
             return {}
         return {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None
 
     def start(self) -> None:
         """Start (or restart, on the same port and data) the server; see wait_ready."""
@@ -470,11 +479,8 @@ class PostgresServer:
                 **self._as_postgres(),
             )  # fmt: skip
 
-    async def wait_ready(self, timeout: float = 30) -> None:
-        """Poll until a connection runs a query (PostgreSQL answers "starting up" first)."""
-        await until_ready(self._process, self._answers, timeout)
-
     async def _answers(self) -> bool:
+        """A query, not a connection: PostgreSQL answers "starting up" first."""
         import asyncpg
 
         try:
@@ -495,15 +501,6 @@ class PostgresServer:
             return
         self._process.send_signal(signal.SIGINT)
         self._process.wait(timeout=timeout)
-        self._process = None
-
-    def kill(self) -> None:
-        """SIGKILL to the postmaster and every backend, as when the machine dies."""
-        if self._process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self._process.pid, signal.SIGKILL)
-        self._process.wait(timeout=10)
         self._process = None
 
     def log(self) -> str:
