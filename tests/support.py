@@ -294,6 +294,9 @@ class _PrivateServer:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        self.close()
+
+    def close(self) -> None:
         self.kill()
 
     @property
@@ -438,13 +441,8 @@ class PostgresServer(_PrivateServer):
             raise
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        super().__exit__(kind, error, traceback)
+    def close(self) -> None:
+        super().close()
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
 
