@@ -39,8 +39,22 @@ typecheck: $(VENV)/.dev
 unit: $(VENV)/.dev
 	$(BIN)/pytest tests/unit
 
-test: lint typecheck
+test: lint typecheck $(FFMPEG7)
 	$(BIN)/pytest
+
+# FFmpeg 7.0 for the compatibility suite (tests/compat): the static build inside the
+# imageio-ffmpeg 0.6.0 wheel, unpacked beside the venv's imageio-ffmpeg 0.8.1 (FFmpeg 9),
+# since pip installs one version of a package at a time.
+FFMPEG7 := $(VENV)/encoders/ffmpeg-7.0
+$(FFMPEG7): $(BIN)/python
+	rm -rf $(VENV)/encoders && mkdir -p $(VENV)/encoders
+	$(BIN)/pip download --quiet --disable-pip-version-check --no-deps --only-binary :all: \
+		--platform manylinux2014_x86_64 --dest $(VENV)/encoders imageio-ffmpeg==0.6.0
+	$(BIN)/python -c 'import sys, zipfile; \
+		wheel = zipfile.ZipFile(sys.argv[1]); \
+		name, = [n for n in wheel.namelist() if "/binaries/ffmpeg-" in n]; \
+		open(sys.argv[2], "wb").write(wheel.read(name))' $(VENV)/encoders/imageio_ffmpeg-0.6.0-*.whl $@
+	chmod +x $@
 
 # Retake the README's screenshots (real server, FFmpeg and headless Chromium).
 screenshots: $(VENV)/.dev

@@ -225,7 +225,9 @@ class RtmpProtocol(asyncio.BufferedProtocol):
 
     def _codec_configured(self, event: CodecConfigured) -> None:
         packet = event.packet
-        self.codecs[event.media] = packet.codec
+        # A multitrack stream's other tracks are "video.1" and so on: track 0 is the
+        # stream's own codec, whatever order the tracks were configured in.
+        self.codecs[f"{event.media}.{packet.track}" if packet.track else event.media] = packet.codec
         if self.meter is None or packet.kind is not PacketKind.SEQUENCE_START or packet.track:
             return
         try:

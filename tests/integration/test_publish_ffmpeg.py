@@ -11,7 +11,7 @@ from stream_sync.audit import Actor
 from stream_sync.credentials import service
 from stream_sync.node import Node
 from stream_sync.state.interfaces import PublishEnded, PublishStarted
-from tests.support import BusRecorder, debian_ffmpeg, ffmpeg_command, run_process, static_ffmpeg
+from tests.support import BusRecorder, debian_ffmpeg, ffmpeg_command, run_process
 
 pytestmark = pytest.mark.ffmpeg
 
@@ -116,24 +116,3 @@ async def test_key_reset_while_live_cuts_the_publisher_and_refuses_the_old_key(
     _, stderr = await asyncio.wait_for(fresh.communicate(), 10)
     assert fresh.returncode == 0, stderr.decode()
     assert len(bus.of(PublishStarted)) == 2
-
-
-async def test_hevc_over_enhanced_rtmp_is_accepted_and_recognised(
-    node: Node, channel: service.CreatedChannel, bus: BusRecorder
-) -> None:
-    x265 = ("-c:v", "libx265", "-preset", "ultrafast", "-g", "15")
-    x265 += ("-x265-params", "log-level=error")
-    command = ffmpeg_command(
-        static_ffmpeg(),
-        f"{node.rtmp_url}/{channel.key}",
-        seconds=2,
-        video=x265,
-        output=("-rtmp_enhanced_codecs", "hvc1"),
-    )
-    proc = await run_process(command)
-    ended = await bus.wait_for(PublishEnded, timeout=20)
-    _, stderr = await proc.communicate()
-
-    assert proc.returncode == 0, stderr.decode()
-    assert ended.video_codec == "hvc1"
-    assert abs(ended.video_frames - 2 * FPS) <= 1

@@ -19,8 +19,6 @@ from tests.support import (
     BusRecorder,
     debian_ffmpeg,
     ffmpeg_command,
-    gst_command,
-    gstreamer,
     run_process,
     write_certificate,
 )
@@ -102,21 +100,6 @@ async def test_ffmpeg_publishes_over_rtmps(
     assert ended.media_bytes > 20_000
     assert tls_node.rtmps_url == f"rtmps://127.0.0.1:{tls_node.rtmps_port}/live"
     assert tls_channel.key not in caplog.text
-
-
-async def test_gstreamer_rtmp2sink_publishes_over_rtmps(
-    tls_node: Node, tls_channel: service.CreatedChannel
-) -> None:
-    gst = gstreamer("rtmp2sink")
-    sink = [
-        "rtmp2sink",
-        f"location={localhost_url(tls_node, tls_channel.key)}",
-        "tls-validation-flags=0",  # the test certificate is self-signed
-    ]
-    started, ended = await publish(tls_node, gst_command(gst, sink, frames=30))
-    assert started.channel_id == tls_channel.channel_id
-    assert ended.video_frames >= 25
-    assert ended.video_codec == "avc1"
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated")
