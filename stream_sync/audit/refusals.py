@@ -4,8 +4,10 @@ An encoder retrying a revoked key every two seconds, or a scanner guessing keys,
 must cost the database almost nothing: refusals are counted in memory and written
 in the background, one row per minute and combination, with the count.
 
-A channel deleted before its minute is written keeps its rows, without the
-channel: its foreign key would fail the whole batch, again at every flush.
+Rows of a key that belongs to a channel also stage a `PublishRefusalsCounted` in
+the outbox, in the same transaction (webhooks' ``publish.refused``): the same
+aggregation, so a flood costs one event per minute and combination too. A channel
+deleted before the minute is written keeps its row, without the channel.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..db.models import Channel
+from ..state import outbox
+from ..state.interfaces import PublishRefusalsCounted
 from .entries import Actor, AuditAction, add_entry
 
 log = logging.getLogger("stream_sync.audit")
@@ -64,6 +68,13 @@ class RefusalAggregator:
                 for (minute, key_id, refused_on, address, reason), count in batch.items():
                     # A channel deleted meanwhile: its foreign key would fail the row.
                     channel_id = refused_on if refused_on in known else None
+                    if channel_id is not None:
+                        await outbox.stage(
+                            session,
+                            PublishRefusalsCounted(
+                                channel_id, key_id, address, reason, count, float(minute * 60)
+                            ),
+                        )
                     add_entry(
                         session,
                         action=AuditAction.PUBLISH_REFUSED,
