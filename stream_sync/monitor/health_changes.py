@@ -35,6 +35,7 @@ __all__ = ["DEFAULT_SETTLE", "HealthSettling", "HealthWatcher"]
 log = logging.getLogger("stream_sync.monitor")
 DEFAULT_SETTLE = 10.0
 _FORGET_AFTER = 120.0  # seconds without statistics: the stream is gone
+_PRUNE_EVERY = 10.0
 _NO_DATA = "no_data"
 
 
@@ -53,6 +54,7 @@ class HealthSettling:
     def __init__(self, settle: float = DEFAULT_SETTLE) -> None:
         self.settle = settle
         self._channels: dict[int, _Channel] = {}
+        self._pruned = 0.0
 
     def knows(self, channel_id: int, session_id: int | None) -> bool:
         state = self._channels.get(channel_id)
@@ -88,7 +90,11 @@ class HealthSettling:
         return event
 
     def prune(self, now: float) -> None:
-        """Forget streams not heard of for a while."""
+        """Forget streams not heard of for a while (a sweep at most every few seconds:
+        statistics arrive once a second per stream)."""
+        if now - self._pruned < _PRUNE_EVERY:
+            return
+        self._pruned = now
         for channel_id, state in list(self._channels.items()):
             if now - state.seen > _FORGET_AFTER:
                 del self._channels[channel_id]

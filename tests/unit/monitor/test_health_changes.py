@@ -40,3 +40,12 @@ def test_a_new_session_starts_afresh() -> None:
     again = settling.observe(stats("bad", 2), 1)
     assert again is not None
     assert (again.session_id, again.previous) == (2, None)
+
+
+def test_streams_not_heard_of_are_forgotten() -> None:
+    settling = HealthSettling(settle=0)
+    settling.observe(stats("good"), 0)
+    settling.prune(60)
+    assert settling.knows(7, 1)
+    settling.prune(121)
+    assert not settling.knows(7, 1)
