@@ -89,6 +89,13 @@ class HealthSettling:
         state.announced, state.candidate = overall, None
         return event
 
+    def retract(self, event: HealthChanged) -> None:
+        """Staging ``event`` failed: announce it with the next statistics that agree."""
+        state = self._channels.get(event.channel_id)
+        if state is not None and state.session_id == event.session_id:
+            state.announced, state.candidate = event.previous, event.overall
+            state.since = event.at - self.settle
+
     def prune(self, now: float) -> None:
         """Forget streams not heard of for a while (a sweep at most every few seconds:
         statistics arrive once a second per stream)."""
@@ -123,6 +130,7 @@ class HealthWatcher:
         self._clock = clock
         self._staged = staged  # told after each staged event (the webhook fan-out wakes)
         self.settling = HealthSettling(settle)
+        self._failing = False  # an outage is logged once, not once per stream and second
 
     async def run(self) -> None:
         subscription = self._bus.subscribe(stats=True)
@@ -141,12 +149,18 @@ class HealthWatcher:
                 self.settling.start(stats.channel_id, stats.session_id, announced)
             event = self.settling.observe(stats, now)
             if event is not None:
-                await self._stage(event)
+                try:
+                    await self._stage(event)
+                except Exception:
+                    self.settling.retract(event)
+                    raise
+                self._failing = False
         except Exception as exc:
-            if unreachable(exc):
-                log.warning("health changes: database unreachable (%s)", type(exc).__name__)
-            else:
+            if not unreachable(exc):
                 log.exception("health changes: could not record channel %d", stats.channel_id)
+            elif not self._failing:
+                log.warning("health changes: database unreachable (%s)", type(exc).__name__)
+            self._failing = True
         self.settling.prune(now)
 
     async def _stage(self, event: HealthChanged) -> None:

@@ -49,3 +49,14 @@ def test_streams_not_heard_of_are_forgotten() -> None:
     assert settling.knows(7, 1)
     settling.prune(121)
     assert not settling.knows(7, 1)
+
+
+def test_a_change_that_could_not_be_staged_is_announced_again() -> None:
+    settling = HealthSettling(settle=10)
+    settling.observe(stats("bad"), 0)
+    lost = settling.observe(stats("bad"), 10)
+    assert lost is not None
+    settling.retract(lost)  # the database was away
+    again = settling.observe(stats("bad"), 11)
+    assert again is not None
+    assert (again.overall, again.previous) == ("bad", None)
