@@ -46,6 +46,7 @@ from .operations import ControlPlane
 from .servers import service as servers
 from .settings import MAX_WORKERS, Settings, SettingsError, load_settings
 from .state.engines import open_state
+from .webhooks import endpoints
 from .workers import worker_node_id
 from .workers.link import SupervisorLink, settings_from_supervisor
 from .workers.supervisor import WorkerStartError
@@ -206,6 +207,8 @@ def _start(roles: frozenset[Role], options: dict[str, Any]) -> None:
     # A worker runs exactly what its supervisor resolved; everyone else reads options.
     settings = settings_from_supervisor() if worker_index else load_settings(**options)
     settings.rtmp_config()  # validates the combination before anything starts
+    settings.webhook_policy()
+    settings.webhook_limits()
     settings.check_tls()
     if (files := settings.tls_files()) is not None:
         try:
@@ -837,6 +840,7 @@ def secrets_rotate(**options: Any) -> None:
         server_secrets.rotate_server_secrets(settings.data_dir)
         async with open_store(settings) as store, store.sessions() as session:
             count = await service.rehash_all_keys(session, secrets=store.secrets, actor=_actor())
+            await endpoints.reencrypt_secrets(session, secrets=store.secrets)
         server_secrets.drop_previous_secrets(settings.data_dir)
         return count
 

@@ -13,14 +13,16 @@ import time
 
 from .accounts.api_tokens import redact_tokens
 from .credentials.keys import redact as redact_keys
+from .webhooks.endpoints import redact_secrets
 
-# uvicorn.error's start/stop lines repeat ours; the others' INFO lines are noise.
-QUIET_LOGGERS = ("uvicorn.access", "uvicorn.error", "aiosqlite", "alembic")
+# uvicorn.error's start/stop lines repeat ours; the others' INFO lines are noise, and
+# httpx's name every webhook URL in full (a URL may hold the receiver's token).
+QUIET_LOGGERS = ("uvicorn.access", "uvicorn.error", "aiosqlite", "alembic", "httpx", "httpcore")
 
 
 def redact(text: str) -> str:
-    """Stream keys, API tokens and reset tokens, masked wherever they appear."""
-    return redact_tokens(redact_keys(text))
+    """Stream keys, API tokens, reset tokens and webhook secrets, masked wherever they appear."""
+    return redact_secrets(redact_tokens(redact_keys(text)))
 
 
 class RedactKeys(logging.Filter):

@@ -58,6 +58,7 @@ from .ingest.recorder import DatabaseRecorder
 from .ingest.server import IngestServer as RtmpIngest
 from .ingest.server import Upkeep
 from .monitor import lifecycle
+from .monitor.health_changes import HealthWatcher
 from .monitor.nodes import NodeWatcher
 from .operations import ControlPlane
 from .settings import Settings, url_host
@@ -65,6 +66,7 @@ from .state.codec import decode_event
 from .state.engines import StateEngines, open_state
 from .state.errors import StateUnavailable
 from .state.interfaces import BusEvent, NodeInfo
+from .webhooks.runner import Webhooks
 from .workers import worker_node_id
 from .workers.link import worker_environment
 from .workers.port import PortReservation
@@ -180,6 +182,16 @@ class Node:
             sessions=store.sessions, secrets=store.secrets, bus=self.bus, checker=self.checker
         )
         self.refusals = RefusalAggregator(store.sessions)
+        # Webhooks are sent by the monitor role: one process per cluster sends.
+        self.webhooks: Webhooks | None = None
+        if Role.MONITOR in roles:
+            self.webhooks = Webhooks(
+                store.sessions,
+                store.secrets,
+                self.bus,
+                policy=settings.webhook_policy(),
+                limits=settings.webhook_limits(),
+            )
         self.live = BusLiveView(self.bus, self._default_rtmp_url, lambda: self.rtmps_url)
         self.rtmp_port = 0
         self.rtmps_port = 0
@@ -266,6 +278,17 @@ class Node:
             self._background(watcher.run())
             self._background(self._expire_grace())
             self._background(self._retention())
+            if self.webhooks is not None:
+                webhooks = self.webhooks
+                health = HealthWatcher(
+                    self.sessions,
+                    self.bus,
+                    settle=settings.health_change_after,
+                    clock=webhooks.now,
+                    staged=webhooks.committed,
+                )
+                self._background(health.run())
+                self._background(webhooks.run())
         log.info(
             "roles %s, state %s, data folder %s, server name %s%s",
             ",".join(sorted(self.roles)),
@@ -483,6 +506,7 @@ class Node:
                         audit_days=self.settings.audit_retention_days,
                         sessions_days=self.settings.session_retention_days,
                         outbox_days=self.settings.outbox_retention_days,
+                        deliveries_days=self.settings.webhook_retention_days,
                     )
                 log.info("retention: %s", result)
             except Exception:

@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from .ingest.guard import GuardLimits
 from .monitor.health import HealthThresholds
 from .rtmp.config import RtmpConfig
+from .webhooks.policy import RetryPolicy, SenderLimits
 
 ENV_PREFIX = "STREAM_SYNC_"
 MAX_WORKERS = 64
@@ -127,6 +128,19 @@ class Settings(BaseSettings):
     falling_behind_drift: float = Field(2.0, gt=0, le=600)  # seconds behind real time
     allowed_video_codecs: Annotated[list[str], NoDecode] = Field(default_factory=list)
     allowed_audio_codecs: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Seconds a stream's new overall health must hold before it is announced
+    # (stream.health_changed): a stream at a threshold must not flap.
+    health_change_after: float = Field(10.0, ge=0, le=3600)
+
+    # Webhooks (stream_sync/webhooks/): retries from webhook_retry_first seconds,
+    # doubling to webhook_retry_max, until webhook_retry_for after the event.
+    webhook_timeout: float = Field(10.0, gt=0, le=120)  # one attempt, connecting included
+    webhook_retry_first: float = Field(10.0, gt=0, le=86_400)
+    webhook_retry_max: float = Field(3600.0, gt=0, le=86_400)
+    webhook_retry_for: float = Field(86_400.0, gt=0, le=30 * 86_400)
+    webhook_concurrency: int = Field(32, ge=1, le=1000)  # attempts in flight in all
+    webhook_endpoint_concurrency: int = Field(4, ge=1, le=1000)  # of those, per endpoint
+    webhook_retention_days: int = Field(30, ge=0, le=36500)  # the delivery log; 0 keeps
 
     @field_validator("host")
     @classmethod
@@ -206,6 +220,33 @@ class Settings(BaseSettings):
             handshake_timeout=self.handshake_timeout,
             idle_timeout=self.idle_timeout,
             publish_timeout=self.publish_timeout,
+        )
+
+    def webhook_policy(self) -> RetryPolicy:
+        """The retry policy; a combination that makes no sense is one line for the operator."""
+        if self.webhook_retry_first > self.webhook_retry_max:
+            raise SettingsError(
+                "--webhook-retry-first / STREAM_SYNC_WEBHOOK_RETRY_FIRST "
+                f"({self.webhook_retry_first:g} s) is longer than --webhook-retry-max / "
+                f"STREAM_SYNC_WEBHOOK_RETRY_MAX ({self.webhook_retry_max:g} s)"
+            )
+        return RetryPolicy(
+            first=self.webhook_retry_first,
+            cap=self.webhook_retry_max,
+            give_up_after=self.webhook_retry_for,
+        )
+
+    def webhook_limits(self) -> SenderLimits:
+        if self.webhook_endpoint_concurrency > self.webhook_concurrency:
+            raise SettingsError(
+                "--webhook-endpoint-concurrency / STREAM_SYNC_WEBHOOK_ENDPOINT_CONCURRENCY "
+                f"({self.webhook_endpoint_concurrency}) is more than --webhook-concurrency / "
+                f"STREAM_SYNC_WEBHOOK_CONCURRENCY ({self.webhook_concurrency})"
+            )
+        return SenderLimits(
+            timeout=self.webhook_timeout,
+            total=self.webhook_concurrency,
+            per_endpoint=self.webhook_endpoint_concurrency,
         )
 
     def guard_limits(self) -> GuardLimits:

@@ -11,6 +11,9 @@ plugin records every secret the run issues and looks for it in every sink:
   client of the tests receives;
 - every event published on a bus or staged in the outbox, every audit row inserted.
 
+Webhook signing secrets count as secrets too: generated ones where they are made,
+and any of that shape (``whsec_`` and 43 base62 characters) a response hands out.
+
 Secrets are registered where they are made (`GeneratedKey`, `random_base62` for
 tokens, `hash_password`) and where a child process or a server hands them out
 (keys and tokens in a CLI's output or a successful response, a `--password-stdin`,
@@ -55,6 +58,7 @@ from stream_sync.state.codec import encode_event
 from stream_sync.state.inprocess import InProcessBus
 from stream_sync.state.interfaces import BusEvent, StreamStats
 from stream_sync.state.redis import RedisBus
+from stream_sync.webhooks import endpoints
 
 WINDOW = 20  # base62 characters of a secret that count as a leak
 SECRET_LENGTH = 43  # of keys, API tokens and reset tokens alike
@@ -68,7 +72,9 @@ _BASE62_RUN = re.compile(rf"[0-9A-Za-z]{{{WINDOW},}}")
 _KEY_SHAPED = re.compile(
     rf"(?:ssk|sst)_[0-9A-Za-z]{{12}}_[0-9A-Za-z]{{{WINDOW},}}|ssr_[0-9A-Za-z]{{{WINDOW},}}"
 )
-_ISSUED = re.compile(r"(?:ssk|sst)_[0-9A-Za-z]{12}_[0-9A-Za-z]{43}|ssr_[0-9A-Za-z]{43}")
+_ISSUED = re.compile(
+    r"(?:ssk|sst)_[0-9A-Za-z]{12}_[0-9A-Za-z]{43}|ssr_[0-9A-Za-z]{43}|whsec_[0-9A-Za-z]{43}"
+)
 
 
 def label_of(token: str) -> str:
@@ -77,6 +83,8 @@ def label_of(token: str) -> str:
         return mask_key(token)
     if token.startswith("sst_"):
         return api_tokens.mask_token(token)
+    if token.startswith("whsec_"):
+        return "whsec_*** (a webhook signing secret)"
     return "ssr_*** (a reset token)"
 
 
@@ -350,6 +358,14 @@ def install(scan: LeakScan, patch: pytest.MonkeyPatch) -> Callable[[], None]:
         return hash_password(password)
 
     patch.setattr(passwords, "hash_password", registered_password)
+    new_webhook_secret = endpoints.new_secret
+
+    def registered_webhook_secret() -> str:
+        secret = new_webhook_secret()
+        secrets.add_secret(secret[-SECRET_LENGTH:], label_of(secret))
+        return secret
+
+    patch.setattr(endpoints, "new_secret", registered_webhook_secret)
 
     # Logs, at the levels a server runs at; stream_sync's DEBUG lines too.
     sink = LogSink(scan)

@@ -16,7 +16,7 @@ from . import errors
 from .context import ApiContext
 from .deps import connection_address
 from .errors import error_body
-from .routes import admin, auth, channels, health, watch
+from .routes import admin, auth, channels, health, watch, webhooks
 
 
 def create_app(context: ApiContext) -> FastAPI:
@@ -29,7 +29,7 @@ def create_app(context: ApiContext) -> FastAPI:
     )
     app.state.context = context
     errors.install(app)
-    for module in (health, auth, channels, admin, watch, pages):
+    for module in (health, auth, channels, admin, webhooks, watch, pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     app.add_middleware(BodyLimit, context=context)

@@ -43,6 +43,10 @@ class AuditAction(StrEnum):
     INGEST_SERVER_UPDATED = "ingest_server.updated"
     INGEST_SERVER_REMOVED = "ingest_server.removed"
     SECRETS_ROTATED = "secrets.rotated"
+    WEBHOOK_CREATED = "webhook.created"
+    WEBHOOK_UPDATED = "webhook.updated"
+    WEBHOOK_DELETED = "webhook.deleted"
+    WEBHOOK_REDELIVERED = "webhook.redelivered"
 
 
 @dataclass(frozen=True, slots=True)

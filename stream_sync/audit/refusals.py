@@ -3,6 +3,11 @@
 An encoder retrying a revoked key every two seconds, or a scanner guessing keys,
 must cost the database almost nothing: refusals are counted in memory and written
 in the background, one row per minute and combination, with the count.
+
+Rows of a key that belongs to a channel also stage a `PublishRefusalsCounted` in
+the outbox, in the same transaction (webhooks' ``publish.refused``): the same
+aggregation, so a flood costs one event per minute and combination too. A channel
+deleted before the minute is written keeps its row, without the channel.
 """
 
 from __future__ import annotations
@@ -14,8 +19,12 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ..db.models import Channel
+from ..state import outbox
+from ..state.interfaces import PublishRefusalsCounted
 from .entries import Actor, AuditAction, add_entry
 
 log = logging.getLogger("stream_sync.audit")
@@ -55,7 +64,17 @@ class RefusalAggregator:
         batch = {bucket: self._counts.pop(bucket) for bucket in ready}
         try:
             async with self._sessions() as session, session.begin():
-                for (minute, key_id, channel_id, address, reason), count in batch.items():
+                known = await _existing_channels(session, {b[2] for b in batch if b[2]})
+                for (minute, key_id, refused_on, address, reason), count in batch.items():
+                    # A channel deleted meanwhile: its foreign key would fail the row.
+                    channel_id = refused_on if refused_on in known else None
+                    if channel_id is not None:
+                        await outbox.stage(
+                            session,
+                            PublishRefusalsCounted(
+                                channel_id, key_id, address, reason, count, float(minute * 60)
+                            ),
+                        )
                     add_entry(
                         session,
                         action=AuditAction.PUBLISH_REFUSED,
@@ -84,3 +103,10 @@ class RefusalAggregator:
         finally:
             with contextlib.suppress(Exception):
                 await self.flush(everything=True)
+
+
+async def _existing_channels(session: AsyncSession, channel_ids: set[int]) -> set[int]:
+    if not channel_ids:
+        return set()
+    rows = await session.scalars(select(Channel.id).where(Channel.id.in_(channel_ids)))
+    return set(rows.all())

@@ -68,7 +68,7 @@ from stream_sync.db.models import (
 from stream_sync.errors import DomainError
 from stream_sync.servers.errors import ServerNotFound
 from stream_sync.state import outbox
-from stream_sync.state.interfaces import KeyRevoked
+from stream_sync.state.interfaces import KeyRevoked, StreamKeyReset
 
 __all__ = [
     "DEFAULT_OVERLAP",
@@ -458,6 +458,9 @@ async def _reset_once(
         channel = await _require_channel(session, channel_id, lock=True)
         revoked = await _revoke(session, _active(now), now, StreamKey.channel_id == channel_id)
         await _stage_revoked(session, ((channel_id, key_id) for key_id in revoked))
+        await outbox.stage(
+            session, StreamKeyReset(channel_id, generated.key_id, revoked_key_ids=list(revoked))
+        )
         session.add(_key_row(secrets, channel_id, generated, now))
         audit.add_entry(
             session,

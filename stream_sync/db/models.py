@@ -25,6 +25,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Text,
     TypeDecorator,
     UniqueConstraint,
     text,
@@ -351,3 +352,58 @@ class ConsumerCursor(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     last_event_id: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class WebhookEndpoint(Base):
+    """Where webhooks go: a URL, the secret deliveries are signed with, the events wanted."""
+
+    __tablename__ = "webhook_endpoints"
+    # Never reuse an id on SQLite: it is the secret's associated data and names the
+    # endpoint in the delivery log.
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str | None] = mapped_column(String(128))
+    # AES-GCM of the signing secret under the server's encryption key, the way stream
+    # keys are kept (credentials.crypto), with "webhook:<id>" as associated data.
+    secret_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    events: Mapped[list[str]] = mapped_column(JSON)  # webhook event types, e.g. stream.live
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint, and how sending it went: the delivery log.
+
+    Created by the fan-out from an outbox row (one per endpoint and row, so reading
+    a row twice creates nothing), sent until delivered or ``give_up_at``. ``body``
+    is the exact JSON sent, so every attempt signs and sends the same bytes.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status"),
+        UniqueConstraint("endpoint_id", "outbox_id"),
+        # The sender's question: which pending deliveries are due.
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    outbox_id: Mapped[int] = mapped_column(BigInteger)  # no foreign key: retention purges those
+    event_id: Mapped[str] = mapped_column(String(36), index=True)  # a UUID, the same per endpoint
+    type: Mapped[str] = mapped_column(String(32))
+    channel_id: Mapped[int | None] = mapped_column(Integer)  # kept after the channel is deleted
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    give_up_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_status: Mapped[int | None] = mapped_column(Integer)  # the HTTP status, if any
+    last_error: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

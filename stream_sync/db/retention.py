@@ -1,4 +1,5 @@
-"""Retention: old audit rows, publish sessions, outbox events and expired sign-ins go.
+"""Retention: old audit rows, publish sessions, outbox events, webhook deliveries and
+expired sign-ins go.
 
 Deletes run in batches, each its own short transaction, so a large purge never
 holds SQLite's single write lock long enough to stall key checks and sign-ins.
@@ -14,12 +15,21 @@ from sqlalchemy import ColumnElement, CursorResult, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from stream_sync.db.models import AuditEntry, AuthSession, OutboxEvent, PublishSession, utcnow
+from stream_sync.db.models import (
+    AuditEntry,
+    AuthSession,
+    OutboxEvent,
+    PublishSession,
+    WebhookDelivery,
+    utcnow,
+)
 
 DEFAULT_AUDIT_DAYS = 365
 DEFAULT_SESSIONS_DAYS = 90
 # The outbox is for catching up, not history: a consumer away longer starts afresh.
 DEFAULT_OUTBOX_DAYS = 7
+# The webhook delivery log: long enough to look into what a receiver missed.
+DEFAULT_DELIVERIES_DAYS = 30
 BATCH_SIZE = 5000
 
 
@@ -29,6 +39,7 @@ class PurgeResult:
     publish_sessions: int
     auth_sessions: int
     outbox_events: int = 0
+    webhook_deliveries: int = 0
 
 
 async def purge(
@@ -38,16 +49,18 @@ async def purge(
     audit_days: int = DEFAULT_AUDIT_DAYS,
     sessions_days: int = DEFAULT_SESSIONS_DAYS,
     outbox_days: int = DEFAULT_OUTBOX_DAYS,
+    deliveries_days: int = DEFAULT_DELIVERIES_DAYS,
     batch_size: int = BATCH_SIZE,
 ) -> PurgeResult:
     """Delete what is past retention; 0 days keeps that kind forever. Commits per batch.
 
     Audit rows older than ``audit_days``, ended publish sessions that ended more
     than ``sessions_days`` ago (live ones are never touched), outbox events older
-    than ``outbox_days``, and web sign-in sessions past their expiry. Pass an idle
-    session.
+    than ``outbox_days``, webhook deliveries no longer pending made more than
+    ``deliveries_days`` ago, and web sign-in sessions past their expiry. Pass an
+    idle session.
     """
-    if audit_days < 0 or sessions_days < 0 or outbox_days < 0:
+    if min(audit_days, sessions_days, outbox_days, deliveries_days) < 0:
         raise ValueError("retention days must be 0 (keep forever) or more")
     if batch_size < 1:
         raise ValueError("batch_size must be positive")
@@ -73,6 +86,15 @@ async def purge(
         outbox_count = await _delete_batches(
             session, OutboxEvent.id, OutboxEvent.created_at < cutoff, batch_size
         )
+    deliveries_count = 0
+    if deliveries_days:
+        cutoff = now - timedelta(days=deliveries_days)
+        deliveries_count = await _delete_batches(
+            session,
+            WebhookDelivery.id,
+            (WebhookDelivery.status != "pending") & (WebhookDelivery.created_at < cutoff),
+            batch_size,
+        )
     auth_count = await _delete_batches(
         session, AuthSession.id, AuthSession.expires_at < now, batch_size
     )
@@ -81,6 +103,7 @@ async def purge(
         publish_sessions=sessions_count,
         auth_sessions=auth_count,
         outbox_events=outbox_count,
+        webhook_deliveries=deliveries_count,
     )
 
 

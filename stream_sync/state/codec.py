@@ -9,14 +9,17 @@ from ..errors import DomainError
 from .interfaces import (
     BusEvent,
     DrainRequested,
+    HealthChanged,
     KeyRevoked,
     NodeLost,
     NodeUp,
     PublishEnded,
+    PublishRefusalsCounted,
     PublishRefused,
     PublishStarted,
     StatusChanged,
     StopRequested,
+    StreamKeyReset,
     StreamStats,
 )
 
@@ -33,6 +36,9 @@ EVENT_TYPES: dict[str, type[BusEvent]] = {
         NodeLost,
         StreamStats,
         StatusChanged,
+        StreamKeyReset,
+        PublishRefusalsCounted,
+        HealthChanged,
     )
 }
 

@@ -246,6 +246,55 @@ class StatusChanged(BusEvent):
     seq: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class StreamKeyReset(BusEvent):
+    """A channel's keys were reset: ``key_id`` is the new key, the others were revoked.
+
+    Outbox only (webhooks' ``key.reset``): live publishers are stopped by the
+    `KeyRevoked` events staged beside it, which older nodes understand.
+    """
+
+    channel_id: int
+    key_id: str
+    revoked_key_ids: list[str] = field(default_factory=list)
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRefusalsCounted(BusEvent):
+    """Refused publishes of a known channel's key in one minute, from one address.
+
+    Outbox only, staged with the aggregated audit row (audit/refusals.py) for
+    webhooks' ``publish.refused``: one per key id, address and reason per minute.
+    """
+
+    channel_id: int
+    key_id: str | None
+    address: str
+    reason: str
+    count: int
+    minute: float  # epoch seconds of the minute's start
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HealthChanged(BusEvent):
+    """A live stream's overall health (monitor/health.py) settled on a new value.
+
+    Outbox only (webhooks' ``stream.health_changed``), staged by the monitor role
+    from the stream statistics once a new value has held for a while, so a
+    stream hovering at a threshold does not announce every flip.
+    """
+
+    channel_id: int
+    session_id: int | None
+    overall: str  # good, ok, bad, no_data
+    previous: str | None  # None: the first value this session
+    issues: list[str] = field(default_factory=list)  # issue codes, errors first
+    at: float = 0.0  # epoch seconds
+    seq: int = 0
+
+
 class Subscription(Protocol):
     def __aiter__(self) -> Subscription: ...
 

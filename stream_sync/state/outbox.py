@@ -239,10 +239,14 @@ class OutboxReader:
 
     async def poll(self, session: AsyncSession) -> list[tuple[int, BusEvent]]:
         """Rows not returned before, by id; the cursor moves to the largest id seen."""
+        return [(row_id, event) for row_id, _, event in await self.poll_rows(session)]
+
+    async def poll_rows(self, session: AsyncSession) -> list[tuple[int, datetime, BusEvent]]:
+        """`poll` with each row's ``created_at`` (the staging transaction's clock)."""
         rows = await _read(session, self.cursor, self._limit, self._overlap, self._grace)
         fresh = [
-            (row_id, event)
-            for row_id, _, event in rows
+            (row_id, created_at, event)
+            for row_id, created_at, event in rows
             if event is not None and row_id not in self._returned
         ]
         for row_id, created_at, _ in rows:

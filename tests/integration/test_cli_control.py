@@ -10,11 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from stream_sync.audit import Actor
 from stream_sync.credentials import service
+from stream_sync.db.models import WebhookEndpoint
 from stream_sync.node import open_store
 from stream_sync.settings import Settings
+from stream_sync.webhooks import endpoints
 from tests.databases import fresh_postgres_database
 
 CLI = [sys.executable, "-m", "stream_sync"]
@@ -135,6 +138,10 @@ async def test_secrets_rotate_keeps_every_key_working(tmp_path: Path) -> None:
     data = ["--data-dir", str(data_dir)]
     key = KEY.search(ok("channels", "create", "kept", *data))
     assert key is not None
+    async with open_store(Settings(data_dir=data_dir)) as store, store.sessions() as session:
+        hook = await endpoints.create_endpoint(
+            session, secrets=store.secrets, url="https://example.com/h", actor=Actor.cli()
+        )
     before = (data_dir / "secrets" / "hmac.key").read_bytes()
     assert "re-protected 1 keys" in ok("secrets", "rotate", *data)
     assert (data_dir / "secrets" / "hmac.key").read_bytes() != before
@@ -150,3 +157,11 @@ async def test_secrets_rotate_keeps_every_key_working(tmp_path: Path) -> None:
                 session, secrets=store.secrets, channel_id=check.channel_id, actor=Actor.cli()
             )
         assert revealed == key.group(0)
+        async with store.sessions() as session:  # webhook secrets are re-protected too
+            blob = await session.scalar(
+                select(WebhookEndpoint.secret_ciphertext).where(
+                    WebhookEndpoint.id == hook.endpoint.id
+                )
+            )
+        assert blob is not None
+        assert endpoints.decrypt_secret(store.secrets, hook.endpoint.id, blob) == hook.secret

@@ -20,7 +20,7 @@ from stream_sync.credentials import (
 )
 from stream_sync.db.models import OutboxEvent
 from stream_sync.state import outbox
-from stream_sync.state.interfaces import KeyRevoked
+from stream_sync.state.interfaces import KeyRevoked, StreamKeyReset
 from tests.unit.credentials.users import add_user
 
 ACTOR = audit.Actor.cli()
@@ -29,7 +29,7 @@ T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 async def _revoked(session: AsyncSession) -> list[KeyRevoked]:
     events = [event for _, event in await outbox.read_since(session, after_id=0)]
-    assert all(isinstance(event, KeyRevoked) for event in events)
+    assert all(isinstance(event, KeyRevoked | StreamKeyReset) for event in events)
     return [event for event in events if isinstance(event, KeyRevoked)]
 
 
@@ -50,6 +50,11 @@ async def test_reset_stages_every_active_key(
     assert await _revoked(session) == [
         KeyRevoked(channel, key_id) for key_id in reset.revoked_key_ids
     ]
+    events = [event for _, event in await outbox.read_since(session, after_id=0)]
+    # One event for the reset itself (webhooks' key.reset), after its revocations.
+    assert events[-1] == StreamKeyReset(
+        channel, reset.key_id, revoked_key_ids=list(reset.revoked_key_ids), seq=3
+    )
 
 
 async def test_a_second_rotation_stages_the_oldest_key(

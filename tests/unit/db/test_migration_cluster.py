@@ -82,7 +82,7 @@ async def test_downgrade_to_0002_and_up_again_keeps_the_data(
     await upgrade(fresh_engine)
     async with sessions() as session:
         await reset_key(session, secrets=server_secrets, channel_id=created.channel_id, actor=ACTOR)
-        [(_, event)] = await outbox.read_since(session, after_id=0)
+        (_, event), _reset = await outbox.read_since(session, after_id=0)  # KeyRevoked, the reset
     assert event.channel_id == created.channel_id  # type: ignore[attr-defined]
 
 
@@ -106,7 +106,7 @@ async def test_sqlite_never_reuses_channel_or_outbox_ids(
         async with session.begin():
             await session.execute(sa.text("DELETE FROM event_outbox"))  # retention emptied it
         await reset_key(session, secrets=server_secrets, channel_id=second.channel_id, actor=ACTOR)
-        [(row_id, _)] = await outbox.read_since(session, after_id=0)
+        (row_id, _), _reset = await outbox.read_since(session, after_id=0)
     assert second.channel_id > first.channel_id
     assert row_id > last
 

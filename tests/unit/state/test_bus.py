@@ -10,14 +10,17 @@ from stream_sync.state.codec import EVENT_TYPES
 from stream_sync.state.interfaces import (
     BusEvent,
     DrainRequested,
+    HealthChanged,
     KeyRevoked,
     NodeLost,
     NodeUp,
     PublishEnded,
+    PublishRefusalsCounted,
     PublishRefused,
     PublishStarted,
     StatusChanged,
     StopRequested,
+    StreamKeyReset,
     StreamStats,
 )
 
@@ -44,6 +47,9 @@ SAMPLES: list[BusEvent] = [
     NodeUp("ingest-c"),
     NodeLost("ingest-b"),
     StreamStats(7, 42, "ingest-a", 1_700_000_000.5, {"video_frames": 900, "media_bytes": 2**40}),
+    StreamKeyReset(7, "NewKeyId1234", ["AbCdEfGh1234"], seq=6),
+    PublishRefusalsCounted(7, "AbCdEfGh1234", "203.0.113.9", "revoked_key", 12, 1_700_000_040.0),
+    HealthChanged(7, 42, "bad", "good", ["no_video"], 1_700_000_001.5, seq=7),
 ]  # fmt: skip
 
 

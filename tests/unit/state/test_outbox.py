@@ -147,6 +147,8 @@ def _sample(name: str, hint: Any, channel_id: int) -> Any:
         hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
     if typing.get_origin(hint) is dict:
         return {"media_bytes": 12_345_678_901, "video_frames": 3}
+    if typing.get_origin(hint) is list:
+        return [f"{name}-1", f"{name}-é"]
     return {int: 2**40 + 1, float: 1_700_000_000.25, str: f"{name}-é", bool: True}[hint]
 
 
