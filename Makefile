@@ -39,9 +39,6 @@ typecheck: $(VENV)/.dev
 unit: $(VENV)/.dev
 	$(BIN)/pytest tests/unit
 
-test: lint typecheck $(FFMPEG7)
-	$(BIN)/pytest
-
 # FFmpeg 7.0 for the compatibility suite (tests/compat): the static build inside the
 # imageio-ffmpeg 0.6.0 wheel, unpacked beside the venv's imageio-ffmpeg 0.8.1 (FFmpeg 9),
 # since pip installs one version of a package at a time.
@@ -55,6 +52,9 @@ $(FFMPEG7): $(BIN)/python
 		name, = [n for n in wheel.namelist() if "/binaries/ffmpeg-" in n]; \
 		open(sys.argv[2], "wb").write(wheel.read(name))' $(VENV)/encoders/imageio_ffmpeg-0.6.0-*.whl $@
 	chmod +x $@
+
+test: lint typecheck $(FFMPEG7)
+	$(BIN)/pytest
 
 # Retake the README's screenshots (real server, FFmpeg and headless Chromium).
 screenshots: $(VENV)/.dev
