@@ -65,6 +65,7 @@ from .settings import Settings, url_host
 from .state.codec import decode_event
 from .state.engines import StateEngines, open_state
 from .state.errors import StateUnavailable
+from .state.inprocess import LogThrottle
 from .state.interfaces import BusEvent, NodeInfo
 from .webhooks.runner import Webhooks
 from .workers import worker_node_id
@@ -73,6 +74,8 @@ from .workers.port import PortReservation
 from .workers.supervisor import Supervisor
 
 log = logging.getLogger("stream_sync")
+# An outage repeats the same line every loop: once a minute, with a count, is enough.
+_OUTAGE = LogThrottle(60.0)
 RETENTION_INTERVAL = 6 * 3600.0
 # Events another process on this machine may inject through the admin socket.
 _ADMIN_SOCKET_EVENTS = frozenset({"KeyRevoked", "StopRequested", "DrainRequested"})
@@ -532,7 +535,12 @@ class Node:
                 if not unreachable(exc):
                     log.exception("grace expiry failed; will retry")
                 else:  # an outage, not a bug: no traceback every second
-                    log.warning("grace expiry: database unreachable (%s)", type(exc).__name__)
+                    _OUTAGE.log(
+                        log,
+                        logging.WARNING,
+                        "grace expiry: database unreachable (%s)",
+                        type(exc).__name__,
+                    )
 
     async def _nodes_with_open_sessions(self) -> set[str]:
         """Nodes the database believes carry a publish right now."""

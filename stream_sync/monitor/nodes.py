@@ -23,9 +23,12 @@ from collections.abc import Awaitable, Callable
 
 from ..db.engine import unreachable
 from ..state.errors import StateUnavailable
+from ..state.inprocess import LogThrottle
 from ..state.interfaces import BusEvent, EventBus, NodeLost, NodeRegistry, NodeUp
 
 log = logging.getLogger("stream_sync.monitor")
+# An outage repeats the same line every loop: once a minute, with a count, is enough.
+_OUTAGE = LogThrottle(60.0)
 CloseSessions = Callable[[str], Awaitable[list[BusEvent]]]  # node -> PublishEnded events
 OpenNodes = Callable[[], Awaitable[set[str]]]  # nodes still carrying open sessions
 
@@ -62,7 +65,12 @@ class NodeWatcher:
                 if not unreachable(exc):
                     log.exception("node watch failed; will retry")
                 else:  # an outage, not a bug: no traceback twice a second
-                    log.warning("node watch: the database is unreachable (%s)", type(exc).__name__)
+                    _OUTAGE.log(
+                        log,
+                        logging.WARNING,
+                        "node watch: the database is unreachable (%s)",
+                        type(exc).__name__,
+                    )
             await asyncio.sleep(self._interval)
 
     async def check(self) -> None:

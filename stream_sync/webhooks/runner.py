@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from stream_sync.credentials.server_secrets import ServerSecrets
 from stream_sync.db.engine import unreachable
 from stream_sync.state.errors import StateUnavailable
+from stream_sync.state.inprocess import LogThrottle
 from stream_sync.state.interfaces import EventBus
 
 from .fanout import Fanout
@@ -29,6 +30,8 @@ from .sender import WebhookSender
 __all__ = ["Webhooks"]
 
 log = logging.getLogger("stream_sync.webhooks")
+# An outage repeats the same line every loop: once a minute, with a count, is enough.
+_OUTAGE = LogThrottle(60.0)
 POLL_INTERVAL = 1.0
 
 
@@ -80,7 +83,12 @@ class Webhooks:
                     self.sender.wake()
             except Exception as exc:
                 if unreachable(exc):
-                    log.warning("webhooks: database unreachable (%s)", type(exc).__name__)
+                    _OUTAGE.log(
+                        log,
+                        logging.WARNING,
+                        "webhooks: database unreachable (%s)",
+                        type(exc).__name__,
+                    )
                 else:
                     log.exception("webhooks: could not read the outbox; will retry")
             if self.fanout.full:

@@ -30,6 +30,7 @@ from stream_sync import __version__
 from stream_sync.credentials.server_secrets import ServerSecrets
 from stream_sync.db.engine import unreachable
 from stream_sync.db.models import WebhookEndpoint
+from stream_sync.state.inprocess import LogThrottle
 
 from . import deliveries, signing
 from .deliveries import Claimed, DeliveryStatus
@@ -39,7 +40,10 @@ from .policy import RetryPolicy, SenderLimits
 
 __all__ = ["EVENT_ID_HEADER", "EVENT_TYPE_HEADER", "WebhookSender"]
 
+
 log = logging.getLogger("stream_sync.webhooks")
+# An outage repeats the same line every loop: once a minute, with a count, is enough.
+_OUTAGE = LogThrottle(60.0)
 EVENT_ID_HEADER = "Stream-Sync-Event-Id"
 EVENT_TYPE_HEADER = "Stream-Sync-Event-Type"
 _LEASE_MARGIN = 30.0  # seconds a claim outlives the attempt's timeout
@@ -103,7 +107,12 @@ class WebhookSender:
                     await self.send_due()
                 except Exception as exc:
                     if unreachable(exc):
-                        log.warning("webhooks: database unreachable (%s)", type(exc).__name__)
+                        _OUTAGE.log(
+                            log,
+                            logging.WARNING,
+                            "webhooks: database unreachable (%s)",
+                            type(exc).__name__,
+                        )
                     else:
                         log.exception("webhooks: could not look for due deliveries; will retry")
                 with contextlib.suppress(TimeoutError):
