@@ -20,6 +20,23 @@ time a refused client took to give up. Do not edit it by hand.
   heard `NetStream.Publish.Start` first.
 - **not supported by the client**: the client itself cannot send this (its own error is quoted).
 
+What the suite learned about the clients themselves (each is what a test had to allow for):
+
+- The static FFmpeg 7.0 build crashes (SIGSEGV) resolving a host name (static glibc):
+  give it an address. Its tests publish to 127.0.0.1; the test certificate names it.
+- FFmpeg 8 and later verify an RTMPS server's certificate by default and fail with
+  "certificate verify failed" on an unknown one; 5.1 and 7.0 verify only with
+  `-tls_verify 1`. Every RTMPS test here verifies, against the test certificate
+  (`-ca_file`).
+- OBS (mbedTLS) trusts the files in /etc/ssl/certs and matches only DNS names;
+  GStreamer's `rtmp2sink` (GnuTLS) trusts the bundle there. Their RTMPS tests run in a
+  bubblewrap sandbox where that folder holds only the test certificate.
+- FFmpeg 7.0 announces only video FourCCs over Enhanced RTMP: it cannot send Opus.
+- GStreamer's `rtmpsink` (librtmp) writes on after a refusal and dies of SIGPIPE,
+  without showing the server's reason; the other clients show it.
+- OBS does not retry a refused publish; after a stream that was live breaks, it
+  reconnects after its retry delay.
+
 | Client | Version | Transport | Codec | Result |
 |---|---|---|---|---|
 """

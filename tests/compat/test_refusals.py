@@ -57,11 +57,15 @@ async def attempt(client: str, server: str, key: str, row: Row, folder: Path) ->
     if client == "obs":
         obs, _ = obs_binaries()
         row.describe("OBS Studio", obs_version(obs), "RTMP", "")
-        async with run_obs(folder, ObsProfile(server=server, key=key)) as run:
+        profile = ObsProfile(server=server, key=key, retry_delay=1)
+        async with run_obs(folder, profile) as run:
             await run.wait_for_log(r"Connection to \S+ failed", GIVE_UP)
             seconds = time.monotonic() - began
             said = await run.wait_for_log(r"NetStream\.Publish\.\w+ \((.*)\)\n", 1)
+            # Nothing announces a retry that does not come: outlast OBS's retry delay.
+            await asyncio.sleep(profile.retry_delay + 1.5)
             assert "Streaming Start" not in run.log()
+            assert "Reconnecting" not in run.log()
         return GaveUp(seconds, "error shown", said.group(1))
     if client.startswith("ffmpeg"):
         encoder = ffmpeg(client.removeprefix("ffmpeg-"))
