@@ -185,3 +185,33 @@ async def test_a_failed_write_loses_nothing_and_duplicates_nothing(
     assert await fanout.run_once() == 2
     assert await fanout.run_once() == 0
     assert [row.seq for row in await _deliveries(sessions)] == [1, 2]
+
+
+async def test_without_endpoints_the_outbox_is_skipped_not_read(
+    sessions: async_sessionmaker[AsyncSession],
+    server_secrets: ServerSecrets,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Most nodes register no webhook: the fan-out must not decode the outbox every second."""
+    channel = await _channel(sessions, server_secrets)
+    await _stage(sessions, StatusChanged(channel, "live", 1, T, node="node-1"))
+    fanout = _fanout(sessions)
+    read = 0
+    poll_rows = outbox.OutboxReader.poll_rows
+
+    async def counted(self: outbox.OutboxReader, session: AsyncSession) -> object:
+        nonlocal read
+        read += 1
+        return await poll_rows(self, session)
+
+    monkeypatch.setattr(outbox.OutboxReader, "poll_rows", counted)
+    assert await fanout.run_once() == 0
+    assert read == 0
+    async with sessions() as session:
+        assert await outbox.get_cursor(session, name=CURSOR) == await outbox.last_id(session)
+
+    await _endpoint(sessions, server_secrets)
+    await _stage(sessions, StatusChanged(channel, "offline", 1, T + 5, reason="stopped"))
+    assert await fanout.run_once() == 1  # only what came after the endpoint
+    assert read == 1
+    assert [d.type for d in await _deliveries(sessions)] == ["stream.offline"]
