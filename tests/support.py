@@ -259,6 +259,68 @@ class RtmpTestClient:
         self.writer.close()
 
 
+class Relay:
+    """A loopback TCP relay in front of ``target_port`` that the test controls.
+
+    It keeps everything the server sent (``heard``, all connections in order) and counts
+    connections; `cut` drops every link and refuses new ones until `restore`. Use it as
+    an async context manager: ``port`` is set on entry.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.heard = bytearray()
+        self.connections = 0
+        self.open = True
+        self._links: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Relay:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.open:
+            writer.close()
+            return
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._links |= {writer, up_writer}
+        try:
+            await asyncio.gather(
+                self._pump(reader, up_writer, keep=False), self._pump(up_reader, writer, keep=True)
+            )
+        finally:
+            self._links -= {writer, up_writer}
+
+    async def _pump(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, *, keep: bool
+    ) -> None:
+        with contextlib.suppress(OSError):
+            while data := await source.read(65536):
+                if keep:
+                    self.heard += data
+                sink.write(data)
+                await sink.drain()
+        sink.close()
+
+    def cut(self) -> None:
+        self.open = False
+        for link in self._links:
+            link.transport.abort()
+
+    def restore(self) -> None:
+        self.open = True
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -21,10 +21,10 @@ from stream_sync.rtmp.messages import StatusCode
 from stream_sync.state.interfaces import PublishEnded, PublishRefused, PublishStarted
 from tests.compat.encoders import ffmpeg, gst_version
 from tests.compat.obs import ObsProfile, obs_binaries, obs_version, run_obs
-from tests.compat.relay import relay
 from tests.compat.report import Row
 from tests.support import (
     BusRecorder,
+    Relay,
     debian_ffmpeg,
     ffmpeg_command,
     gst_command,
@@ -107,7 +107,7 @@ async def test_refused(
         first = await run_process(live)
         await bus.wait_for(PublishStarted)
     try:
-        async with relay(node.rtmp_port) as spy:
+        async with Relay(node.rtmp_port) as spy:
             server = f"rtmp://127.0.0.1:{spy.port}/live"
             gave_up = await attempt(client, server, key, row, tmp_path)
         if first is not None:  # the first publisher never noticed

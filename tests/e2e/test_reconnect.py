@@ -7,8 +7,6 @@ live; restoring it must bring the page to Live without a reload.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
@@ -16,61 +14,15 @@ import pytest
 from playwright.async_api import expect
 
 from tests.e2e.conftest import PASSWORD, RESOLUTION, Dashboard, Server
+from tests.support import Relay
 
 pytestmark = pytest.mark.ffmpeg
 
 
-class Relay:
-    """127.0.0.1:<port> -> the server's HTTP port; cut() drops everything until restore()."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.open = True
-        self.links: set[asyncio.StreamWriter] = set()
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self.open:
-            writer.close()
-            return
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self.links |= {writer, up_writer}
-
-        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError):
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            sink.close()
-
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
-        self.links -= {writer, up_writer}
-
-    def cut(self) -> None:
-        self.open = False
-        for link in self.links:
-            link.transport.abort()
-
-    def restore(self) -> None:
-        self.open = True
-
-    async def close(self) -> None:
-        self.cut()
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-
-
 @pytest.fixture
 async def relay(server: Server) -> AsyncIterator[Relay]:
-    relay = Relay(urlsplit(server.http_url).port or 80)
-    yield relay
-    await relay.close()
+    async with Relay(urlsplit(server.http_url).port or 80) as running:
+        yield running
 
 
 async def test_the_page_catches_up_after_a_network_drop(
@@ -78,7 +30,7 @@ async def test_the_page_catches_up_after_a_network_drop(
 ) -> None:
     await server.create_user("streamer@example.com")
     channel = await server.create_channel("studio", owner="streamer@example.com")
-    base = await relay.start()
+    base = f"http://127.0.0.1:{relay.port}"
     context = await dashboard.browser.new_context(base_url=base)
     context.on("page", dashboard._watch)
     page = await context.new_page()
