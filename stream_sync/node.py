@@ -47,7 +47,7 @@ from .api.ratelimit import RequestLimiter
 from .audit.refusals import RefusalAggregator
 from .credentials import service
 from .credentials.server_secrets import ServerSecrets, load_or_create
-from .db.engine import create_engine, session_factory, sqlite_url, unreachable, upgrade
+from .db.engine import OutageLog, create_engine, session_factory, sqlite_url, upgrade
 from .db.models import Channel, IngestServer, PublishSession
 from .db.retention import purge
 from .ingest import tls
@@ -65,7 +65,6 @@ from .settings import Settings, url_host
 from .state.codec import decode_event
 from .state.engines import StateEngines, open_state
 from .state.errors import StateUnavailable
-from .state.inprocess import LogThrottle
 from .state.interfaces import BusEvent, NodeInfo
 from .webhooks.runner import Webhooks
 from .workers import worker_node_id
@@ -74,8 +73,7 @@ from .workers.port import PortReservation
 from .workers.supervisor import Supervisor
 
 log = logging.getLogger("stream_sync")
-# An outage repeats the same line every loop: once a minute, with a count, is enough.
-_OUTAGE = LogThrottle(60.0)
+_GRACE_FAILURES = OutageLog(log, "grace expiry")
 RETENTION_INTERVAL = 6 * 3600.0
 # Events another process on this machine may inject through the admin socket.
 _ADMIN_SOCKET_EVENTS = frozenset({"KeyRevoked", "StopRequested", "DrainRequested"})
@@ -532,15 +530,7 @@ class Node:
                 for event in await lifecycle.expire_grace(self.sessions, now=time.time()):
                     await self._publish(event)
             except Exception as exc:
-                if not unreachable(exc):
-                    log.exception("grace expiry failed; will retry")
-                else:  # an outage, not a bug: no traceback every second
-                    _OUTAGE.log(
-                        log,
-                        logging.WARNING,
-                        "grace expiry: database unreachable (%s)",
-                        type(exc).__name__,
-                    )
+                _GRACE_FAILURES.failed(exc)
 
     async def _nodes_with_open_sessions(self) -> set[str]:
         """Nodes the database believes carry a publish right now."""

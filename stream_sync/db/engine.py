@@ -7,6 +7,7 @@ PostgreSQL (asyncpg) is the production engine. The engine is chosen by URL.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -27,6 +28,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+from ..state.inprocess import LogThrottle
 
 DATABASE_FILENAME = "stream-sync.db"
 _PRAGMA_ATTEMPTS = 5
@@ -70,6 +73,31 @@ def unreachable(exc: BaseException) -> bool:
             return True
         return isinstance(exc.orig.__cause__ if exc.orig else None, CONNECTING_ERRORS)
     return isinstance(exc, CONNECTING_ERRORS)
+
+
+class OutageLog:
+    """How a background loop reports a failed round, so that an outage does not flood the log.
+
+    The database out of reach is a warning once a minute, with a count of the rounds
+    since; anything else is a bug, logged with its traceback every time.
+    """
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self._logger = logger
+        self._what = what
+        self._outage = LogThrottle(60.0)
+
+    def failed(self, exc: BaseException) -> None:
+        if unreachable(exc):
+            self._outage.log(
+                self._logger,
+                logging.WARNING,
+                "%s: the database is unreachable (%s)",
+                self._what,
+                type(exc).__name__,
+            )
+        else:
+            self._logger.error("%s failed; will retry", self._what, exc_info=exc)
 
 
 def sqlite_url(data_dir: Path) -> str:

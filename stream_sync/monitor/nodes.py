@@ -21,14 +21,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from ..db.engine import unreachable
+from ..db.engine import OutageLog
 from ..state.errors import StateUnavailable
-from ..state.inprocess import LogThrottle
 from ..state.interfaces import BusEvent, EventBus, NodeLost, NodeRegistry, NodeUp
 
 log = logging.getLogger("stream_sync.monitor")
-# An outage repeats the same line every loop: once a minute, with a count, is enough.
-_OUTAGE = LogThrottle(60.0)
+_FAILURES = OutageLog(log, "node watch")
 CloseSessions = Callable[[str], Awaitable[list[BusEvent]]]  # node -> PublishEnded events
 OpenNodes = Callable[[], Awaitable[set[str]]]  # nodes still carrying open sessions
 
@@ -62,15 +60,7 @@ class NodeWatcher:
             except StateUnavailable as exc:
                 log.warning("node registry unreachable: %s", exc)
             except Exception as exc:
-                if not unreachable(exc):
-                    log.exception("node watch failed; will retry")
-                else:  # an outage, not a bug: no traceback twice a second
-                    _OUTAGE.log(
-                        log,
-                        logging.WARNING,
-                        "node watch: the database is unreachable (%s)",
-                        type(exc).__name__,
-                    )
+                _FAILURES.failed(exc)
             await asyncio.sleep(self._interval)
 
     async def check(self) -> None:

@@ -18,9 +18,8 @@ from collections.abc import Callable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stream_sync.credentials.server_secrets import ServerSecrets
-from stream_sync.db.engine import unreachable
+from stream_sync.db.engine import OutageLog
 from stream_sync.state.errors import StateUnavailable
-from stream_sync.state.inprocess import LogThrottle
 from stream_sync.state.interfaces import EventBus
 
 from .fanout import Fanout
@@ -30,8 +29,7 @@ from .sender import WebhookSender
 __all__ = ["Webhooks"]
 
 log = logging.getLogger("stream_sync.webhooks")
-# An outage repeats the same line every loop: once a minute, with a count, is enough.
-_OUTAGE = LogThrottle(60.0)
+_FAILURES = OutageLog(log, "webhook fan-out")
 POLL_INTERVAL = 1.0
 
 
@@ -82,15 +80,7 @@ class Webhooks:
                 if await self.fanout.run_once():
                     self.sender.wake()
             except Exception as exc:
-                if unreachable(exc):
-                    _OUTAGE.log(
-                        log,
-                        logging.WARNING,
-                        "webhooks: database unreachable (%s)",
-                        type(exc).__name__,
-                    )
-                else:
-                    log.exception("webhooks: could not read the outbox; will retry")
+                _FAILURES.failed(exc)
             if self.fanout.full:
                 continue  # more is waiting
             with contextlib.suppress(TimeoutError):

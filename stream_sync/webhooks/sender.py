@@ -28,9 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stream_sync import __version__
 from stream_sync.credentials.server_secrets import ServerSecrets
-from stream_sync.db.engine import unreachable
+from stream_sync.db.engine import OutageLog, unreachable
 from stream_sync.db.models import WebhookEndpoint
-from stream_sync.state.inprocess import LogThrottle
 
 from . import deliveries, signing
 from .deliveries import Claimed, DeliveryStatus
@@ -42,8 +41,7 @@ __all__ = ["EVENT_ID_HEADER", "EVENT_TYPE_HEADER", "WebhookSender"]
 
 
 log = logging.getLogger("stream_sync.webhooks")
-# An outage repeats the same line every loop: once a minute, with a count, is enough.
-_OUTAGE = LogThrottle(60.0)
+_FAILURES = OutageLog(log, "webhook sender")
 EVENT_ID_HEADER = "Stream-Sync-Event-Id"
 EVENT_TYPE_HEADER = "Stream-Sync-Event-Type"
 _LEASE_MARGIN = 30.0  # seconds a claim outlives the attempt's timeout
@@ -106,15 +104,7 @@ class WebhookSender:
                 try:
                     await self.send_due()
                 except Exception as exc:
-                    if unreachable(exc):
-                        _OUTAGE.log(
-                            log,
-                            logging.WARNING,
-                            "webhooks: database unreachable (%s)",
-                            type(exc).__name__,
-                        )
-                    else:
-                        log.exception("webhooks: could not look for due deliveries; will retry")
+                    _FAILURES.failed(exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), interval)
         finally:
