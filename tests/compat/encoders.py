@@ -22,9 +22,7 @@ class Ffmpeg:
 
     @functools.cached_property
     def version(self) -> str:
-        out = subprocess.run([self.exe, "-version"], capture_output=True, text=True, check=True)
-        found = re.match(r"ffmpeg version (\S+)", out.stdout)
-        return found.group(1) if found else out.stdout.split("\n", 1)[0]
+        return version_of([self.exe, "-version"], r"ffmpeg version (\S+)")
 
 
 def ffmpeg(build: str) -> Ffmpeg:
@@ -38,10 +36,15 @@ def ffmpeg(build: str) -> Ffmpeg:
     return Ffmpeg("FFmpeg (static, imageio-ffmpeg 0.8.1)", static_ffmpeg())
 
 
-def gst_version(exe: str) -> str:
-    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
-    found = re.search(r"GStreamer (\S+)", out.stdout)
+def version_of(command: list[str], pattern: str) -> str:
+    """The version a client prints about itself (the table's Version column)."""
+    out = subprocess.run(command, capture_output=True, text=True, check=False)
+    found = re.search(pattern, out.stdout + out.stderr)
     return found.group(1) if found else "unknown"
+
+
+def gst_version(exe: str) -> str:
+    return version_of([exe, "--version"], r"GStreamer (\S+)")
 
 
 def trusting(folder: Path, certificate: Path) -> list[str]:

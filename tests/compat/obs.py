@@ -17,12 +17,11 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.compat.encoders import trusting
+from tests.compat.encoders import trusting, version_of
 from tests.support import require
 
 PROFILE = "Compat"
@@ -52,9 +51,7 @@ def obs_binaries() -> tuple[str, str]:
 
 
 def obs_version(obs: str) -> str:
-    out = subprocess.run([obs, "--version"], capture_output=True, text=True, check=False)
-    found = re.search(r"OBS Studio - (\S+)", out.stdout + out.stderr)
-    return found.group(1) if found else "unknown"
+    return version_of([obs, "--version"], r"OBS Studio - (\S+)")
 
 
 def write_config(root: Path, profile: ObsProfile) -> Path:
