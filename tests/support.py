@@ -19,7 +19,7 @@ from typing import Any, Self, TypeVar
 
 import pytest
 
-from stream_sync.state.interfaces import BusEvent, EventBus
+from stream_sync.state.interfaces import BusEvent, EventBus, PublishEnded, PublishStarted
 
 E = TypeVar("E", bound=BusEvent)
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -132,6 +132,22 @@ async def run_process(args: list[str], **kwargs: Any) -> asyncio.subprocess.Proc
         stderr=asyncio.subprocess.PIPE,
         **kwargs,
     )
+
+
+async def publish_to_end(
+    bus: EventBus, command: list[str], timeout: float = 20.0
+) -> tuple[PublishStarted, PublishEnded]:
+    """Run an encoder to its end (exit status 0); the publish it made, as the bus heard it."""
+    recorder = BusRecorder(bus)
+    try:
+        proc = await run_process(command)
+        started = await recorder.wait_for(PublishStarted, timeout=timeout)
+        ended = await recorder.wait_for(PublishEnded, timeout=timeout)
+        _, stderr = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        await recorder.close()
+    assert proc.returncode == 0, stderr.decode()
+    return started, ended
 
 
 class BusRecorder:

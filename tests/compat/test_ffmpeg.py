@@ -12,7 +12,7 @@ from stream_sync.node import Node
 from stream_sync.state.interfaces import PublishEnded, PublishStarted, StreamStats
 from tests.compat.encoders import ffmpeg
 from tests.compat.report import Row
-from tests.support import BusRecorder, ffmpeg_command, run_process
+from tests.support import BusRecorder, ffmpeg_command, publish_to_end, run_process
 
 pytestmark = pytest.mark.ffmpeg
 
@@ -40,15 +40,6 @@ def url(node: Node, transport: str, key: str) -> str:
     return f"{node.rtmps_url if transport == 'rtmps' else node.rtmp_url}/{key}"
 
 
-async def publish(bus: BusRecorder, command: list[str]) -> tuple[PublishStarted, PublishEnded]:
-    proc = await run_process(command)
-    started = await bus.wait_for(PublishStarted)
-    ended = await bus.wait_for(PublishEnded, timeout=SECONDS + 15)
-    _, stderr = await asyncio.wait_for(proc.communicate(), 15)
-    assert proc.returncode == 0, stderr.decode()
-    return started, ended
-
-
 def check_ended(ended: PublishEnded, video: str, audio: str) -> None:
     assert ended.reason == "client stopped (FCUnpublish)"
     assert (ended.video_codec, ended.audio_codec) == (video, audio)
@@ -61,7 +52,6 @@ def check_ended(ended: PublishEnded, video: str, audio: str) -> None:
 async def test_h264_aac(
     node: Node,
     channel: service.CreatedChannel,
-    bus: BusRecorder,
     row: Row,
     certificate: Path,
     build: str,
@@ -73,7 +63,7 @@ async def test_h264_aac(
     verify = ("-tls_verify", "1", "-ca_file", str(certificate)) if transport == "rtmps" else ()
     target = url(node, transport, channel.key)
     command = ffmpeg_command(encoder.exe, target, seconds=SECONDS, output=verify)
-    started, ended = await publish(bus, command)
+    started, ended = await publish_to_end(node.bus, command)
     assert started.channel_id == channel.channel_id
     check_ended(ended, "avc1", "mp4a")
     row.result = f"works ({SECONDS} s, {ended.video_frames} video frames)"
@@ -111,7 +101,7 @@ async def test_enhanced_rtmp(
         assert not bus.of(PublishStarted)
         row.result = f'not supported by the client ("{said}")'
         return
-    _, ended = await publish(bus, command)
+    _, ended = await publish_to_end(node.bus, command)
     check_ended(ended, video_fourcc, audio_fourcc)
     row.result = f"works ({SECONDS} s, {ended.video_frames} video frames)"
 

@@ -13,13 +13,11 @@ from cryptography import x509
 from stream_sync.audit import Actor
 from stream_sync.credentials import service
 from stream_sync.node import Node
-from stream_sync.state.interfaces import PublishEnded, PublishStarted
 from tests.integration.conftest import node_settings, running_node
 from tests.support import (
-    BusRecorder,
     debian_ffmpeg,
     ffmpeg_command,
-    run_process,
+    publish_to_end,
     write_certificate,
 )
 
@@ -67,20 +65,6 @@ async def served_certificate(
         del reader
 
 
-async def publish(node: Node, command: list[str]) -> tuple[PublishStarted, PublishEnded]:
-    """Run an encoder to its end; the publish it made, as the bus heard it."""
-    bus = BusRecorder(node.bus)
-    try:
-        proc = await run_process(command)
-        started = await bus.wait_for(PublishStarted)
-        ended = await bus.wait_for(PublishEnded)
-        _, stderr = await proc.communicate()
-    finally:
-        await bus.close()
-    assert proc.returncode == 0, stderr.decode()
-    return started, ended
-
-
 def der_of(cert: Path) -> bytes:
     from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -93,7 +77,9 @@ async def test_ffmpeg_publishes_over_rtmps(
 ) -> None:
     caplog.set_level("INFO")
     url = localhost_url(tls_node, tls_channel.key)
-    started, ended = await publish(tls_node, ffmpeg_command(debian_ffmpeg(), url, seconds=2))
+    started, ended = await publish_to_end(
+        tls_node.bus, ffmpeg_command(debian_ffmpeg(), url, seconds=2)
+    )
     assert started.channel_id == tls_channel.channel_id
     assert ended.reason == "client stopped (FCUnpublish)"
     assert (ended.video_codec, ended.audio_codec) == ("avc1", "mp4a")
