@@ -1,15 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from argon2 import PasswordHasher, Type
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stream_sync.accounts import UserInfo, create_user, passwords
 from stream_sync.audit import Actor
-from stream_sync.db import session_factory
 from stream_sync.db.models import AuditEntry, Role
 
 PASSWORD = "correct horse battery"
@@ -27,17 +24,6 @@ def cheap_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def real_hashing(cheap_hashing: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(passwords, "_hasher", REAL_HASHER)
-
-
-@pytest.fixture
-def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return session_factory(engine)
-
-
-@pytest.fixture
-async def session(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    async with sessions() as session:
-        yield session
 
 
 async def make_user(

@@ -1,13 +1,11 @@
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from stream_sync.credentials import ServerSecrets
 from tests.unit.db.fresh import fresh_database
 
 
@@ -25,8 +23,3 @@ async def sqlite_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     """An unmigrated SQLite file, as the application opens it."""
     async with fresh_database("sqlite", tmp_path / "sqlite") as engine:
         yield engine
-
-
-@pytest.fixture
-def server_secrets() -> ServerSecrets:
-    return ServerSecrets(hmac_key=os.urandom(32), encryption_key=os.urandom(32))

@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from stream_sync import audit
 from stream_sync.credentials import ChannelNotFound, ServerSecrets, create_channel, delete_channel
-from stream_sync.db import session_factory
 from stream_sync.db.models import PublishSession
 from stream_sync.monitor import history, lifecycle
 from stream_sync.monitor.settings import set_monitor_settings
@@ -26,11 +25,6 @@ SECRETS = ServerSecrets(os.urandom(32), os.urandom(32))
 T0 = 1_700_000_000.0
 GRACE = 30.0
 Sessions = async_sessionmaker[AsyncSession]
-
-
-@pytest.fixture
-def sessions(engine: AsyncEngine) -> Sessions:
-    return session_factory(engine)
 
 
 async def channel(sessions: Sessions, name: str = "main") -> tuple[int, str]:

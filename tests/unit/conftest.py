@@ -1,3 +1,5 @@
+"""Fixtures most unit tests of database code share (``engine`` is in tests/conftest.py)."""
+
 from __future__ import annotations
 
 import os
