@@ -111,6 +111,33 @@ async def stage(session: AsyncSession, event: E) -> E:
     return event
 
 
+async def stage_each(session: AsyncSession, events: Sequence[E]) -> list[E]:
+    """`stage` for events of distinct channels, in two statements however many.
+
+    Each takes its channel's next sequence number; the events of channels that are
+    gone are left out of the result (and of the outbox), not raised.
+    """
+    if not session.in_transaction():
+        raise RuntimeError("stage_each() runs inside the caller's transaction; begin one first")
+    by_channel: dict[int | None, E] = {getattr(e, "channel_id", None): e for e in events}
+    if None in by_channel or len(by_channel) != len(events):
+        raise ValueError("stage_each() takes one event per channel")
+    if not events:
+        return []
+    rows = await session.execute(
+        update(_channels)
+        .where(_channels.c.id.in_(list(by_channel)))
+        .values(event_seq=_channels.c.event_seq + 1)
+        .returning(_channels.c.id, _channels.c.event_seq)
+    )
+    seqs: dict[int | None, int] = {channel_id: seq for channel_id, seq in rows}
+    staged = [(c, _numbered(e, seqs[c])) for c, e in by_channel.items() if c in seqs]
+    if staged:
+        now = utcnow()
+        await session.execute(_STAGE, [_row(e, c, seqs[c], now) for c, e in staged])
+    return [e for _, e in staged]
+
+
 async def stage_locked(
     connection: AsyncConnection, channels: Sequence[tuple[int, int, Sequence[E]]]
 ) -> list[list[E]]:

@@ -109,6 +109,29 @@ async def test_stage_needs_an_open_transaction_and_an_existing_channel(
     assert await read(sessions) == []
 
 
+async def test_stage_each_numbers_one_event_per_channel_and_leaves_out_the_gone(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    main = await add_channel(sessions, "main")
+    other = await add_channel(sessions, "other")
+    await stage(sessions, started(main, "a"))
+    async with sessions() as session, session.begin():
+        staged = await outbox.stage_each(
+            session, [started(other, "b"), started(404, "gone"), started(main, "c")]
+        )
+    assert [(e.channel_id, e.connection_id, e.seq) for e in staged] == [
+        (other, "b", 1),
+        (main, "c", 2),
+    ]
+    assert [event for _, event in await read(sessions)][1:] == staged
+    async with sessions() as session, session.begin():
+        with pytest.raises(ValueError, match="one event per channel"):
+            await outbox.stage_each(session, [started(main), started(main)])
+        with pytest.raises(ValueError, match="one event per channel"):
+            await outbox.stage_each(session, [NodeLost("node-1")])
+        assert await outbox.stage_each(session, []) == []
+
+
 async def test_a_rolled_back_stage_leaves_no_row_and_no_gap(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
