@@ -85,6 +85,7 @@ class Fanout:
         self._reader: outbox.OutboxReader | None = None
         self._saved = 0
         self.full = False  # the last batch hit the limit: more is waiting
+        self.listening = True  # an endpoint was enabled at the last batch
 
     async def run_once(self) -> int:
         """Handle what was committed since the last call; returns the deliveries created.
@@ -97,6 +98,7 @@ class Fanout:
                 reader = self._reader or await self._open(session)
                 async with session.begin():
                     endpoints = await _endpoints(session)
+                    self.listening = bool(endpoints)
                     if not endpoints:
                         # Nobody listens: skip to the newest row instead of reading and
                         # decoding the outbox window every second (an endpoint hears what

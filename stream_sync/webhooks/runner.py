@@ -1,7 +1,8 @@
 """The monitor role's webhook duties, as one background task: fan-out and sender.
 
 The fan-out reads the outbox once a second, and at once when the bus says
-something was committed (lifecycle events are published after their commit);
+something was committed (lifecycle events are published after their commit)
+while an endpoint is enabled;
 the sender looks for due deliveries once a second, and at once when the fan-out
 created some or an attempt freed a slot. Everything here runs off the ingest
 path: a slow database or receiver delays webhooks, never a stream.
@@ -83,6 +84,11 @@ class Webhooks:
                 _FAILURES.failed(exc)
             if self.fanout.full:
                 continue  # more is waiting
+            if not self.fanout.listening:
+                # Nobody to tell: a poll a second, not a round per commit (a storm of
+                # publishes makes hundreds, and each round is a few queries).
+                await asyncio.sleep(POLL_INTERVAL)
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._committed.wait(), POLL_INTERVAL)
 
