@@ -219,13 +219,19 @@ class StreamSnapshot:
         return plain
 
 
+_SCALARS = frozenset({float, int, str, bool, type(None)})
+
+
 def _plain(value: Any) -> Any:
     """What dataclasses.asdict gives, tuples as lists, without its deep copies.
 
     Every live stream is converted once a second; asdict's generic path was the
     largest single cost of monitoring.
     """
-    names = field_names(type(value))
+    kind = type(value)
+    if kind in _SCALARS:  # most fields: answered before any lookup
+        return value
+    names = field_names(kind)
     if names:
         return {name: _plain(getattr(value, name)) for name in names}
     if isinstance(value, list | tuple):
