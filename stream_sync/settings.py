@@ -71,8 +71,9 @@ class Settings(BaseSettings):
     max_chunk_size: int = Field(65536, ge=128, le=0x7FFFFFFF)
     out_chunk_size: int = Field(4096, ge=128, le=65536)
     read_buffer_size: int = Field(64 * 1024, ge=4096, le=16 * 1024 * 1024)
-    # Seconds of a live stream the kernel collects before waking the server (Linux
-    # SO_RCVLOWAT, ingest/batching.py): fewer reads, the same bytes; 0 reads at once.
+    # Seconds between reads of a live stream: flowing publishers are read on a timer
+    # (ingest/polling.py), the others in batches of this much (Linux SO_RCVLOWAT,
+    # ingest/batching.py); fewer reads and wake-ups, the same bytes. 0 reads at once.
     read_batch: float = Field(0.1, ge=0, le=1)
     shutdown_grace: float = Field(2.0, ge=0, le=60)
 

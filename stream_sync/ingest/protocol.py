@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import logging
 import math
+import os
 import socket
 import time
 from collections.abc import Callable, Coroutine
@@ -57,8 +58,9 @@ ADMISSIONS_FIRST = 2.0
 
 
 class RtmpProtocol(asyncio.BufferedProtocol):
-    def __init__(self, server: IngestServer) -> None:
+    def __init__(self, server: IngestServer, *, tls: bool = False) -> None:
         self.server = server
+        self.tls = tls  # inside TLS: its bytes come only through the transport
         self.id = f"c{next(_ids)}"
         self.peer = "?"
         self.transport: asyncio.Transport | None = None
@@ -135,8 +137,52 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         if conn.awaiting_decision and not self._reading_paused and not conn.get_buffer():
             self._pause_reading()  # full while the application decides
 
+    def read_from(self, fd: int) -> int:
+        """Read what the kernel holds for this connection (polling.py): the bytes read,
+        or -1 once the connection ends.
+
+        The same path as the event loop's reads: into the core's buffer, then
+        buffer_updated. A full buffer (a decision pending) waits for the next round.
+        """
+        conn = self.conn
+        total = 0
+        while True:
+            space = conn.get_buffer()
+            if not space:
+                return total
+            try:
+                n = os.readv(fd, (space,))
+            except BlockingIOError:
+                return total
+            except OSError as exc:
+                self.abort(f"connection error: {exc!r}")
+                return -1
+            transport = self.transport
+            if transport is None:
+                return -1
+            if n == 0:
+                self.eof_received()
+                transport.close()
+                return -1
+            total += n
+            self.buffer_updated(n)
+            if transport.is_closing():
+                return -1
+            if n < len(space) or self not in self.server.poller:  # drained, or given back
+                return total
+
+    def read_by_loop(self) -> None:
+        """The event loop reads this connection again (the poller handed it back)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.conn.awaiting_decision and not self.conn.get_buffer():
+            self._reading_paused = True  # resumed with the decision
+        else:
+            transport.resume_reading()
+
     def _pause_reading(self) -> None:
-        if self.transport is not None:
+        if self.transport is not None and self not in self.server.poller:  # it waits there
             self.transport.pause_reading()
             self._reading_paused = True
 
@@ -432,6 +478,7 @@ class RtmpProtocol(asyncio.BufferedProtocol):
             reason = "moved to another node"  # not a stop: it is on its way back
         server = self.server
         server.publishers.pop(self.id, None)
+        server.poller.give_back(self)
         log.info(
             "conn=%s publish ended channel=%s key_id=%s reason=%r",
             self.id,

@@ -40,7 +40,7 @@ from ..state.interfaces import (
     StopRequested,
     StreamStats,
 )
-from . import batching
+from . import batching, polling
 from .admission import Admission, NodeView
 from .guard import Guard
 from .keycheck import KeyChecker
@@ -117,6 +117,7 @@ class IngestServer:
         self._admitting = 0
         self._not_admitting = asyncio.Event()  # set whenever no admission is under way
         self._not_admitting.set()
+        self.poller = polling.ReadPoller(self.loop, upkeep.read_batch)
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         """Listen; with reuse_port, beside the other workers of this server (SO_REUSEPORT)."""
@@ -141,7 +142,7 @@ class IngestServer:
 
     async def _listen(self, host: str, port: int, reuse_port: bool, **tls: Any) -> asyncio.Server:
         return await self.loop.create_server(
-            lambda: RtmpProtocol(self),
+            lambda: RtmpProtocol(self, tls=bool(tls)),
             host,
             port,
             reuse_address=True,
@@ -156,6 +157,7 @@ class IngestServer:
 
     def closed(self, proto: RtmpProtocol) -> None:
         self.connections.discard(proto)
+        self.poller.release(proto)
         self.publishers.pop(proto.id, None)
         self._left.set()
         if not self.connections:
@@ -255,17 +257,23 @@ class IngestServer:
             self._batch_reads(elapsed)
 
     def _batch_reads(self, elapsed: float) -> None:
-        """Retune each publisher's receive low-water mark (batching.py)."""
+        """Flowing publishers go to the read poller (polling.py); the rest (RTMPS) have
+        their receive low-water mark retuned (batching.py)."""
         batch = self.upkeep.read_batch
-        if batch <= 0 or not batching.SUPPORTED:
+        if batch <= 0:
             return
         limit = min(self.config.read_buffer_size // 2, batching.MAX_MARK)
+        poller = self.poller
         for proto in list(self.publishers.values()):
             transport = proto.transport
-            if transport is None or transport.is_closing():
+            if transport is None or transport.is_closing() or proto in poller:
                 continue
             total = proto.conn.counters.media_bytes
             sent, proto.marked_bytes = total - proto.marked_bytes, total
+            if sent > 0 and elapsed > 0 and poller.wants(sent / elapsed) and poller.take(proto):
+                continue  # media flows, at a pace a round a tenth of a second keeps up with
+            if not batching.SUPPORTED:
+                continue
             mark = batching.next_mark(proto.read_mark, sent, elapsed, batch, limit)
             if mark != proto.read_mark and batching.set_mark(transport, mark):
                 proto.read_mark = mark
@@ -535,6 +543,7 @@ class IngestServer:
         for proto in list(self.connections):
             proto.abort("server shutdown")
         await self._idle.wait()  # abort() closes at the next loop iteration
+        self.poller.close()
         for daemon in self._daemons:
             daemon.cancel()
         await asyncio.gather(*self._daemons, *self._tasks, return_exceptions=True)

@@ -1,4 +1,4 @@
-"""Live publishers are read in batches (SO_RCVLOWAT), and nothing waits for ever.
+"""Publishers the poller does not read (RTMPS) are read in batches (SO_RCVLOWAT).
 
 The sweep raises a flowing stream's receive low-water mark, so the kernel wakes the
 server once per batch instead of once per frame; when the stream goes quiet the
@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pytest
 
 from stream_sync.credentials import service
-from stream_sync.ingest import batching
+from stream_sync.ingest import batching, polling
 from stream_sync.ingest.protocol import RtmpProtocol
 from stream_sync.node import Node
 from stream_sync.rtmp.client import PublishStarted
@@ -41,8 +41,9 @@ def mark_of(proto: RtmpProtocol) -> int:
 
 
 async def test_a_flowing_stream_is_batched_and_its_tail_still_arrives(
-    node: Node, channel: service.CreatedChannel
+    node: Node, channel: service.CreatedChannel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(polling, "SUPPORTED", False)  # as for RTMPS: the loop reads
     client = await RtmpTestClient.open(node.rtmp_port)
     await client.connect()
     assert any(isinstance(e, PublishStarted) for e in await client.publish(channel.key))
