@@ -144,7 +144,9 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         The same path as the event loop's reads: into the core's buffer, then
         buffer_updated. A full buffer (a decision pending) waits for the next round.
         """
-        conn = self.conn
+        conn, transport = self.conn, self.transport
+        if transport is None or transport.is_closing():
+            return -1  # its descriptor may be closed, even reused: never read it again
         total = 0
         while True:
             space = conn.get_buffer()
@@ -157,8 +159,7 @@ class RtmpProtocol(asyncio.BufferedProtocol):
             except OSError as exc:
                 self.abort(f"connection error: {exc!r}")
                 return -1
-            transport = self.transport
-            if transport is None:
+            if self.transport is None:
                 return -1
             if n == 0:
                 self.eof_received()

@@ -114,3 +114,18 @@ async def test_the_end_of_the_publish_gives_the_connection_back_to_the_event_loo
     assert publisher.proto in node.ingest.connections  # connected: it may publish again
     publisher.client.close()
     await until(lambda: publisher.proto not in node.ingest.connections, timeout=2.0)
+
+
+async def test_a_closing_connection_is_never_read_again(
+    node: Node, channel: service.CreatedChannel
+) -> None:
+    """Its descriptor is closed soon after, and may be reused by another file."""
+    publisher = await polled(node, channel)
+    transport = publisher.proto.transport
+    assert transport is not None
+    fd = transport.get_extra_info("socket").fileno()
+    await publisher.send_frames(1)
+    transport.close()
+    received = publisher.proto.conn.bytes_received
+    assert publisher.proto.read_from(fd) == -1
+    assert publisher.proto.conn.bytes_received == received
