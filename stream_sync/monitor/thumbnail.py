@@ -1,0 +1,56 @@
+"""A live stream's keyframe as a small JPEG: what the dashboard shows as its preview.
+
+One keyframe decoded in process (PyAV, FFmpeg's decoders) costs a few milliseconds
+at 720p; decoding every frame would cost a core per few streams. So a thumbnail is
+made from one keyframe with its codec configuration record (the sequence start),
+and nothing else: no decoder state is kept between thumbnails. Pure: bytes in,
+JPEG out; the ingest node decides when (issue 11).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import cast
+
+import av
+import av.error
+from av.video.codeccontext import VideoCodecContext
+
+__all__ = ["DECODERS", "ThumbnailError", "render"]
+
+# FourCC (as the monitor reports it) -> FFmpeg decoder. The configuration record is
+# the decoder's extradata for each (avcC, hvcC, av1C; VP9 needs none).
+DECODERS = {"avc1": "h264", "hvc1": "hevc", "av01": "libdav1d", "vp09": "vp9"}
+DEFAULT_WIDTH = 320
+
+
+class ThumbnailError(Exception):
+    """The keyframe could not be turned into a picture (reason in the message)."""
+
+
+def render(codec: str, config: bytes, keyframe: bytes, *, width: int = DEFAULT_WIDTH) -> bytes:
+    """The keyframe as a JPEG ``width`` pixels wide (never wider than the picture)."""
+    name = DECODERS.get(codec)
+    if name is None:
+        raise ThumbnailError(f"no thumbnail for codec {codec!r}")
+    try:
+        decoder = cast(VideoCodecContext, av.CodecContext.create(name, "r"))
+        if config:
+            decoder.extradata = config
+        frames = [*decoder.decode(av.Packet(keyframe)), *decoder.decode(None)]
+    except (av.error.FFmpegError, ValueError) as exc:
+        raise ThumbnailError(f"{codec} keyframe did not decode: {exc}") from None
+    if not frames:
+        raise ThumbnailError(f"{codec} keyframe gave no picture")
+    picture = frames[0]
+    if picture.width < 2 or picture.height < 2:
+        raise ThumbnailError(f"{codec} picture of {picture.width}x{picture.height}")
+    out_width = min(width, picture.width) // 2 * 2  # 4:2:0 wants even sizes
+    out_height = max(2, round(picture.height * out_width / picture.width / 2) * 2)
+    encoder = av.CodecContext.create("mjpeg", "w")
+    encoder.width, encoder.height = out_width, out_height
+    encoder.pix_fmt = "yuvj420p"
+    encoder.time_base = Fraction(1, 25)
+    scaled = picture.reformat(width=out_width, height=out_height, format="yuvj420p")
+    packets = [*encoder.encode(scaled), *encoder.encode(None)]
+    return b"".join(bytes(packet) for packet in packets)
