@@ -40,9 +40,6 @@ class ReadPoller:
         self._polled: dict[RtmpProtocol, int] = {}  # protocol -> its socket's descriptor
         self._timer: asyncio.TimerHandle | None = None
 
-    def __len__(self) -> int:
-        return len(self._polled)
-
     def __contains__(self, proto: object) -> bool:
         return proto in self._polled
 

@@ -159,8 +159,6 @@ class RtmpProtocol(asyncio.BufferedProtocol):
             except OSError as exc:
                 self.abort(f"connection error: {exc!r}")
                 return -1
-            if self.transport is None:
-                return -1
             if n == 0:
                 self.eof_received()
                 transport.close()

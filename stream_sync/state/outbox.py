@@ -91,9 +91,7 @@ async def stage(session: AsyncSession, event: E) -> E:
     row). Returns the event as stored: publish that one after the commit. Raises
     `ChannelNotFound` if the channel is gone.
     """
-    if not session.in_transaction():
-        # Autobegin would stage into a transaction that nobody commits.
-        raise RuntimeError("stage() runs inside the caller's transaction; begin one first")
+    _require_transaction(session, "stage()")
     channel_id: int | None = getattr(event, "channel_id", None)
     seq: int | None = None
     if channel_id is not None:
@@ -117,8 +115,7 @@ async def stage_each(session: AsyncSession, events: Sequence[E]) -> list[E]:
     Each takes its channel's next sequence number; the events of channels that are
     gone are left out of the result (and of the outbox), not raised.
     """
-    if not session.in_transaction():
-        raise RuntimeError("stage_each() runs inside the caller's transaction; begin one first")
+    _require_transaction(session, "stage_each()")
     by_channel: dict[int | None, E] = {getattr(e, "channel_id", None): e for e in events}
     if None in by_channel or len(by_channel) != len(events):
         raise ValueError("stage_each() takes one event per channel")
@@ -164,6 +161,12 @@ async def stage_locked(
         await connection.execute(_SET_SEQ, advances)
         await connection.execute(_STAGE, rows)
     return staged
+
+
+def _require_transaction(session: AsyncSession, caller: str) -> None:
+    if not session.in_transaction():
+        # Autobegin would stage into a transaction that nobody commits.
+        raise RuntimeError(f"{caller} runs inside the caller's transaction; begin one first")
 
 
 def _numbered(event: E, seq: int) -> E:

@@ -48,6 +48,10 @@ class Publisher:
             self.frames += 1
         await self.client.send(conn.data_to_send())
 
+    async def gone(self) -> None:
+        """Until the server has closed the connection (only a round's read notices)."""
+        await until(lambda: self.proto not in self.proto.server.connections, timeout=2.0)
+
     async def all_arrived(self) -> None:
         counters = self.proto.conn.counters
         await until(lambda: counters.video_frames == self.frames)
@@ -75,7 +79,7 @@ async def test_media_arrives_through_the_poller_and_the_end_of_the_stream_is_not
     assert publisher.proto in node.ingest.poller
 
     publisher.client.close()  # FIN: only a read notices it
-    await until(lambda: publisher.proto not in node.ingest.connections, timeout=2.0)
+    await publisher.gone()
     assert publisher.proto.close_reason == "peer closed"
     assert publisher.proto not in node.ingest.poller
 
@@ -85,7 +89,7 @@ async def test_a_reset_is_noticed(node: Node, channel: service.CreatedChannel) -
     sock = publisher.client.writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     publisher.client.close()  # RST
-    await until(lambda: publisher.proto not in node.ingest.connections, timeout=2.0)
+    await publisher.gone()
     assert (publisher.proto.close_reason or "").startswith("connection error: ConnectionReset")
 
 
@@ -113,7 +117,7 @@ async def test_the_end_of_the_publish_gives_the_connection_back_to_the_event_loo
     assert publisher.proto not in node.ingest.poller
     assert publisher.proto in node.ingest.connections  # connected: it may publish again
     publisher.client.close()
-    await until(lambda: publisher.proto not in node.ingest.connections, timeout=2.0)
+    await publisher.gone()
 
 
 async def test_a_closing_connection_is_never_read_again(
