@@ -22,12 +22,14 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ..db.engine import OutageLog
 from ..db.models import Channel
 from ..state import outbox
 from ..state.interfaces import PublishRefusalsCounted
 from .entries import Actor, AuditAction, add_entry
 
 log = logging.getLogger("stream_sync.audit")
+_FAILURES = OutageLog(log, "refused-publish audit")
 MAX_BUCKETS = 10_000  # distinct combinations held per process; beyond, they share one row
 _Bucket = tuple[int, str | None, int | None, str, str]  # minute, key id, channel, address, reason
 
@@ -98,8 +100,8 @@ class RefusalAggregator:
                 await asyncio.sleep(interval)
                 try:
                     await self.flush()
-                except Exception:
-                    log.exception("could not write refused-publish audit rows; will retry")
+                except Exception as exc:  # the counts are kept for the next round
+                    _FAILURES.failed(exc)
         finally:
             with contextlib.suppress(Exception):
                 await self.flush(everything=True)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stream_sync import audit
+from stream_sync.audit import refusals as refusals_module
 from stream_sync.audit.refusals import RefusalAggregator
 from stream_sync.credentials import ServerSecrets, create_channel, delete_channel
-from stream_sync.db import session_factory
+from stream_sync.db import create_engine, session_factory
+from stream_sync.db.engine import OutageLog
 from stream_sync.db.models import AuditEntry
 from stream_sync.state import outbox
 from stream_sync.state.interfaces import PublishRefusalsCounted
@@ -79,3 +84,37 @@ async def test_known_channels_get_one_event_per_key_address_reason_and_minute(
     assert sorted(rows, key=str) == sorted(
         [(kept.channel_id, 5), (kept.channel_id, 1), (None, 1), (None, 1)], key=str
     )
+
+
+async def test_a_database_outage_is_a_warning_and_the_counts_wait_for_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outage is not a bug: no traceback, and nothing counted is lost."""
+    monkeypatch.setattr(
+        refusals_module, "_FAILURES", OutageLog(refusals_module.log, "refused-publish audit")
+    )
+    engine = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/nothing")  # nobody listens
+    clock = ManualClock(6000.0)
+    refusals = RefusalAggregator(session_factory(engine), clock=clock)
+    refusals.note(key_id="KeyIdKeyId12", channel_id=None, address="192.0.2.7", reason="unknown_key")
+    clock.now += 60
+    caplog.set_level("WARNING", logger="stream_sync.audit")
+    task = asyncio.create_task(refusals.run(interval=0.01))
+    try:
+        async with asyncio.timeout(10):
+            while not caplog.records:  # noqa: ASYNC110 - the log is what is awaited
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await engine.dispose()
+    assert [(r.levelname, r.getMessage(), r.exc_info) for r in caplog.records][:1] == [
+        (
+            "WARNING",
+            "refused-publish audit: the database is unreachable (ConnectionRefusedError)",
+            None,
+        )
+    ]
+    assert all(r.levelname == "WARNING" for r in caplog.records)
+    assert refusals.pending() == 1
