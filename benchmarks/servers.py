@@ -2,6 +2,8 @@
 
 - stream-sync "embedded": `stream-sync serve`, SQLite and in-process state, exactly
   what a user runs, logging at the default level (info: a few lines per connection).
+- stream-sync "nothumb": "embedded" with live thumbnails off (thumbnail_interval 0),
+  to measure what the thumbnails cost at their default settings (issue 11).
 - stream-sync "redis": the same with Redis (a fresh key prefix per start, so the key
   cache is cold) and PostgreSQL (a database created for the run and dropped after).
 - nginx-rtmp, the reference: Debian's nginx with libnginx-mod-rtmp, `live on; record
@@ -175,9 +177,10 @@ class Server:
 
 
 class StreamSync(Server):
-    def __init__(self, name: str, workdir: Path, *, redis: bool) -> None:
+    def __init__(self, name: str, workdir: Path, *, redis: bool, thumbnails: bool = True) -> None:
         super().__init__(name, workdir)
         self.redis = redis
+        self.thumbnails = thumbnails
         self.data_dir = workdir / "data"
         self.keys: list[str] = []
         self.database = f"ss_bench_{secrets.token_hex(4)}" if redis else ""
@@ -221,6 +224,8 @@ class StreamSync(Server):
         env["STREAM_SYNC_MAX_CONNECTIONS_PER_ADDRESS"] = "1000000"
         env["STREAM_SYNC_FAILED_PUBLISH_LIMIT"] = "100000"  # (d)'s refused warm-ups
         env["STREAM_SYNC_MAX_REFUSAL_DELAY"] = "0"
+        if not self.thumbnails:
+            env["STREAM_SYNC_THUMBNAIL_INTERVAL"] = "0"
         if self.redis:
             self.prefix = f"ssbench{secrets.token_hex(4)}"
             env["STREAM_SYNC_REDIS_URL"] = REDIS_URL
@@ -391,8 +396,10 @@ class ServerSet:
             workdir.mkdir(mode=0o700)
             if name == "nginx":
                 self.servers[name] = Nginx(workdir, workers=nginx_workers)
-            elif name in ("embedded", "redis"):
-                self.servers[name] = StreamSync(name, workdir, redis=name == "redis")
+            elif name in ("embedded", "redis", "nothumb"):
+                self.servers[name] = StreamSync(
+                    name, workdir, redis=name == "redis", thumbnails=name != "nothumb"
+                )
             else:
                 raise ValueError(f"unknown server {name!r}")
 

@@ -57,6 +57,7 @@ from .ingest.keycheck import CacheTimes, KeyChecker
 from .ingest.recorder import DatabaseRecorder
 from .ingest.server import IngestServer as RtmpIngest
 from .ingest.server import Upkeep
+from .ingest.thumbnails import Thumbnailer, ThumbnailPolicy
 from .monitor import lifecycle
 from .monitor.health_changes import HealthWatcher
 from .monitor.nodes import NodeWatcher
@@ -368,6 +369,16 @@ class Node:
             ),
             admission_timeout=settings.admission_timeout,
             guard=Guard(settings.guard_limits()),
+            thumbnails=Thumbnailer(
+                self.state.thumbnails,
+                ThumbnailPolicy(
+                    settings.thumbnail_interval,
+                    settings.thumbnail_watched_interval,
+                    settings.thumbnail_width,
+                ),
+            )
+            if settings.thumbnail_interval
+            else None,
         )
         host, shared = settings.host, self.worker_index is not None
         self.rtmp_port = await self._ingest.start(host, settings.rtmp_port, reuse_port=shared)
@@ -406,6 +417,7 @@ class Node:
             requests=RequestLimiter(self.settings.api_rate_limit, self.settings.api_burst),
             dependencies=self._dependencies,
             nodes=self._registered_nodes,
+            thumbnails=self.state.thumbnails,
         )
         settings = self.settings
         if self._tls is None and (files := settings.tls_files()) is not None:

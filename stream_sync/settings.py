@@ -133,6 +133,13 @@ class Settings(BaseSettings):
     # (stream.health_changed): a stream at a threshold must not flap.
     health_change_after: float = Field(10.0, ge=0, le=3600)
 
+    # Live thumbnails (ingest/thumbnails.py): one keyframe of each live stream decoded
+    # every thumbnail_interval seconds (0: never), every thumbnail_watched_interval
+    # while a dashboard shows the channel; thumbnail_width pixels wide.
+    thumbnail_interval: float = Field(30.0, ge=0, le=3600)
+    thumbnail_watched_interval: float = Field(5.0, ge=1, le=3600)
+    thumbnail_width: int = Field(320, ge=32, le=1920)
+
     # Webhooks (stream_sync/webhooks/): retries from webhook_retry_first seconds,
     # doubling to webhook_retry_max, until webhook_retry_for after the event.
     webhook_timeout: float = Field(10.0, gt=0, le=120)  # one attempt, connecting included

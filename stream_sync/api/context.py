@@ -12,7 +12,7 @@ from ..accounts.throttle import LoginThrottle
 from ..credentials.server_secrets import ServerSecrets
 from ..operations import ControlPlane
 from ..settings import Settings
-from ..state.interfaces import NodeInfo
+from ..state.interfaces import NodeInfo, ThumbnailStore
 from .ratelimit import RequestLimiter
 from .watch import ChannelWatchers
 
@@ -32,6 +32,7 @@ class LiveStream:
     measurements: dict[str, Any] = field(default_factory=dict)  # the meter's snapshot
     health: dict[str, Any] = field(default_factory=dict)
     last_update: float = 0.0  # epoch seconds of the last statistics
+    thumbnail_at: float | None = None  # epoch seconds of the stream's latest picture
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +46,7 @@ class LiveStream:
             "measurements": self.measurements,
             "health": self.health,
             "last_update": self.last_update,
+            "thumbnail_at": self.thumbnail_at,
         }
 
 
@@ -61,6 +63,9 @@ class LiveView(Protocol):
     def default_rtmps_url(self) -> str | None:
         """Its RTMPS counterpart, when RTMPS is on."""
 
+    def thumbnail_seen(self, channel_id: int) -> None:
+        """Someone looks at the channel's live picture: have it refreshed often."""
+
 
 @dataclass
 class ApiContext:
@@ -75,6 +80,8 @@ class ApiContext:
     dependencies: Callable[[], Awaitable[dict[str, str]]] | None = None
     # The cluster's ingest nodes (for /metrics); None where no registry is known.
     nodes: Callable[[], Awaitable[list[NodeInfo]]] | None = None
+    # Live streams' pictures, put there by the ingest nodes; None: no pictures here.
+    thumbnails: ThumbnailStore | None = None
 
     def cookie_secure(self, *, https: bool) -> bool:
         """Whether the session cookie is Secure, for a request that came over ``https``.

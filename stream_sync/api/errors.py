@@ -47,6 +47,14 @@ class DatabaseUnavailable(DomainError):
     retry_after = 5
 
 
+class SharedStateUnavailable(DomainError):
+    """Redis is down: what lives only there (live pictures) cannot be read now."""
+
+    code = "state_unavailable"
+    status = 503
+    retry_after = 5
+
+
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **extra}}
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from ..state.interfaces import EventBus, PublishEnded, PublishRefused, PublishStarted, StreamStats
 from .context import LiveStream
+from .thumbnails import ThumbnailDemand
 from .watch import ChannelWatchers
 
 log = logging.getLogger("stream_sync.api")
@@ -35,6 +36,8 @@ class BusLiveView:
         self._task: asyncio.Task[None] | None = None
         self.refusals: dict[str, int] = {}  # by reason, since this process started
         self.watchers = ChannelWatchers()  # open dashboards, by channel
+        self._demand = ThumbnailDemand(bus, self.watchers.channels)
+        self._demand_task: asyncio.Task[None] | None = None
 
     def seed(self, open_sessions: list[tuple[int, str, int, float]]) -> None:
         """Open sessions from the database: (channel id, key id, session id, started epoch)."""
@@ -54,13 +57,19 @@ class BusLiveView:
             finally:
                 subscription.close()
 
-        self._task = asyncio.get_running_loop().create_task(follow())
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(follow())
+        self._demand_task = loop.create_task(self._demand.run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._demand_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def thumbnail_seen(self, channel_id: int) -> None:
+        self._demand.seen(channel_id)
 
     def apply(self, event: object) -> None:
         now = time.time()
@@ -86,6 +95,7 @@ class BusLiveView:
                 dict(event.measurements),
                 dict(event.health),
                 event.at,
+                event.thumbnail_at,
             )
         elif isinstance(event, PublishRefused):
             self.refusals[event.reason] = self.refusals.get(event.reason, 0) + 1

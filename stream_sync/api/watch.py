@@ -53,6 +53,10 @@ class ChannelWatchers:
                 if not watches:
                     del self._watches[channel_id]
 
+    def channels(self) -> list[int]:
+        """Channels some dashboard shows now."""
+        return list(self._watches)
+
     def history(self, channel_id: int) -> list[list[float | None]]:
         """(epoch seconds, video kbps, audio kbps) of the recent statistics, oldest first."""
         return [list(point) for point in self._history.get(channel_id, ())]

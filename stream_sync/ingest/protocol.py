@@ -29,6 +29,7 @@ from ..rtmp.events import (
     CodecConfigured,
     ConnectRequested,
     Event,
+    KeyframeCaptured,
     MetadataReceived,
     PublishRequested,
     PublishStopped,
@@ -89,6 +90,12 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         self.publish_started_at: float | None = None
         self.metadata: dict[str, Any] = {}
         self.codecs: dict[str, str] = {}
+        # Its picture (thumbnails.py): track 0's video codec and configuration record,
+        # when a keyframe was last taken for one, and the time of the stored picture.
+        self.video_codec: str | None = None
+        self.video_config: bytes | None = None
+        self.thumbnail_tried = 0.0
+        self.thumbnail_at: float | None = None
         self.close_reason: str | None = None
         self.linger_until: float | None = None
         self._reading_paused = False
@@ -267,13 +274,19 @@ class RtmpProtocol(asyncio.BufferedProtocol):
                     self.meter.metadata(event.metadata)
             elif isinstance(event, CodecConfigured):
                 self._codec_configured(event)
+            elif isinstance(event, KeyframeCaptured) and self.server.thumbnails is not None:
+                self.server.thumbnails.captured(self, event)
 
     def _codec_configured(self, event: CodecConfigured) -> None:
         packet = event.packet
         # A multitrack stream's other tracks are "video.1" and so on: track 0 is the
         # stream's own codec, whatever order the tracks were configured in.
         self.codecs[f"{event.media}.{packet.track}" if packet.track else event.media] = packet.codec
-        if self.meter is None or packet.kind is not PacketKind.SEQUENCE_START or packet.track:
+        if packet.kind is not PacketKind.SEQUENCE_START or packet.track:
+            return
+        if event.media == "video":
+            self.video_codec, self.video_config = packet.codec, packet.body
+        if self.meter is None:
             return
         try:
             if event.media == "video":

@@ -39,6 +39,7 @@ from ..state.interfaces import (
     StatusChanged,
     StopRequested,
     StreamStats,
+    ThumbnailsWanted,
 )
 from . import batching, polling
 from .admission import Admission, NodeView
@@ -46,6 +47,7 @@ from .guard import Guard
 from .keycheck import KeyChecker
 from .protocol import RtmpProtocol
 from .recorder import Recorder
+from .thumbnails import Thumbnailer
 
 log = logging.getLogger("stream_sync.ingest")
 SWEEP_INTERVAL = 0.5
@@ -86,6 +88,7 @@ class IngestServer:
         admission_timeout: float = 5.0,
         upkeep: Upkeep = Upkeep(),
         guard: Guard | None = None,
+        thumbnails: Thumbnailer | None = None,
     ) -> None:
         self.config = config
         self.admission = admission
@@ -99,6 +102,7 @@ class IngestServer:
         self.admission_timeout = admission_timeout
         self.upkeep = upkeep
         self.guard = guard or Guard()
+        self.thumbnails = thumbnails
         self.connections: set[RtmpProtocol] = set()
         self.publishers: dict[str, RtmpProtocol] = {}
         self.draining = False
@@ -420,10 +424,13 @@ class IngestServer:
         """Sample every live stream's meter, judge its health, and tell whoever listens."""
         now = time.time()
         batch: list[StreamStats] = []
+        thumbnails = self.thumbnails
         for proto in list(self.publishers.values()):
             grant, meter = proto.grant, proto.meter
             if grant is None or meter is None:
                 continue
+            if thumbnails is not None:
+                thumbnails.arm(proto, now)
             counters = proto.conn.counters
             meter.sample(now, counters)
             snapshot = meter.snapshot(now)
@@ -440,6 +447,7 @@ class IngestServer:
                     dict(proto.codecs),
                     snapshot.as_dict(),
                     proto.health,
+                    proto.thumbnail_at,
                 )
             )
         if batch:
@@ -474,6 +482,9 @@ class IngestServer:
                         else "Another encoder took over this channel."
                     )
                     proto.stop_publish(description, event.reason)
+        elif isinstance(event, ThumbnailsWanted):
+            if self.thumbnails is not None:
+                self.thumbnails.want(event)
         elif isinstance(event, DrainRequested) and event.node in (self.node_name, self.server_name):
             self.spawn(self._drain(event.deadline))
 
@@ -547,5 +558,7 @@ class IngestServer:
         for daemon in self._daemons:
             daemon.cancel()
         await asyncio.gather(*self._daemons, *self._tasks, return_exceptions=True)
+        if self.thumbnails is not None:
+            await self.thumbnails.close()
         for server in servers:
             await server.wait_closed()

@@ -79,6 +79,7 @@ class ChunkReader:
         self.paused = False  # set by on_message while the application must decide something
         self.publishing_msid = -1  # media on other message streams is dropped
         self.collect_media = False  # assemble media payloads too (relay, recording, tests)
+        self.capture_keyframe = False  # assemble the next video keyframe (a thumbnail)
         self.counters = MediaCounters()
         self.discarded_messages = 0
         self._on_message = on_message
@@ -297,6 +298,8 @@ class ChunkReader:
                                 action = flv.KEYFRAME if b0 == 0x17 else flv.FRAME
                             else:
                                 action = flv.classify_video(b0, b1)
+                            if action == flv.KEYFRAME and self.capture_keyframe:
+                                action = flv.COLLECT  # the connection counts it, whole
                             if action == flv.FRAME or action == flv.KEYFRAME:
                                 counters.video_frames += 1
                                 last = counters.last_video_ts

@@ -41,6 +41,7 @@ from .events import (
     ConnectRequested,
     Event,
     HandshakeCompleted,
+    KeyframeCaptured,
     MediaReceived,
     MetadataReceived,
     PublishRequested,
@@ -149,6 +150,18 @@ class ServerConnection:
     @collect_media.setter
     def collect_media(self, value: bool) -> None:
         self._reader.collect_media = value
+
+    @property
+    def capture_keyframe(self) -> bool:
+        """Set to get the next video keyframe as one KeyframeCaptured; clears itself.
+
+        Only that message is copied: the others stay on the hot path.
+        """
+        return self._reader.capture_keyframe
+
+    @capture_keyframe.setter
+    def capture_keyframe(self, value: bool) -> None:
+        self._reader.capture_keyframe = value
 
     @property
     def has_output(self) -> bool:
@@ -577,6 +590,9 @@ class ServerConnection:
             if kind is flv.PacketKind.CODED_FRAMES and packet.track == 0:
                 if media == "video":
                     counters.count_video_frame(timestamp, packet.keyframe)
+                    if packet.keyframe and self._reader.capture_keyframe:
+                        self._reader.capture_keyframe = False
+                        self._events.append(KeyframeCaptured(msid, timestamp, packet))
                 else:
                     counters.count_audio_frame(timestamp)
             elif kind in (flv.PacketKind.SEQUENCE_START, flv.PacketKind.MULTICHANNEL_CONFIG):

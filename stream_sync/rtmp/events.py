@@ -87,6 +87,15 @@ class MediaReceived(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class KeyframeCaptured(Event):
+    """The video keyframe asked for with capture_keyframe (track 0), whole, once."""
+
+    stream_id: int
+    timestamp: int
+    packet: MediaPacket
+
+
+@dataclass(frozen=True, slots=True)
 class CommandIgnored(Event):
     """A command the server does not implement; answered with _error when it expected one."""
 

@@ -21,6 +21,7 @@ from .interfaces import (
     StopRequested,
     StreamKeyReset,
     StreamStats,
+    ThumbnailsWanted,
 )
 
 EVENT_TYPES: dict[str, type[BusEvent]] = {
@@ -39,6 +40,7 @@ EVENT_TYPES: dict[str, type[BusEvent]] = {
         StreamKeyReset,
         PublishRefusalsCounted,
         HealthChanged,
+        ThumbnailsWanted,
     )
 }
 

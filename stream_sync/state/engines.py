@@ -14,8 +14,21 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .database import DatabaseFencing, DatabaseLocks, ReservedFencing
 from .failover import FailoverFencing, FailoverLocks
-from .inprocess import InProcessBus, InProcessKeyCache, InProcessLocks, InProcessRegistry
-from .interfaces import EventBus, FencingTokens, KeyCache, NodeRegistry, PublishLocks
+from .inprocess import (
+    InProcessBus,
+    InProcessKeyCache,
+    InProcessLocks,
+    InProcessRegistry,
+    InProcessThumbnails,
+)
+from .interfaces import (
+    EventBus,
+    FencingTokens,
+    KeyCache,
+    NodeRegistry,
+    PublishLocks,
+    ThumbnailStore,
+)
 from .redis import RedisState
 
 
@@ -26,6 +39,7 @@ class StateEngines:
     fencing: FencingTokens
     cache: KeyCache
     registry: NodeRegistry
+    thumbnails: ThumbnailStore
     redis: RedisState | None = None
 
     @property
@@ -62,6 +76,7 @@ def open_state(
             fencing=ReservedFencing(fencing),
             cache=InProcessKeyCache(),
             registry=InProcessRegistry(),
+            thumbnails=InProcessThumbnails(),
         )
     redis = RedisState.connect(redis_url, prefix, lock_ttl=lock_ttl, control_only=control_only)
     return StateEngines(
@@ -70,5 +85,6 @@ def open_state(
         fencing=FailoverFencing(fencing, redis),
         cache=redis.key_cache,
         registry=redis.registry,
+        thumbnails=redis.thumbnails,
         redis=redis,
     )

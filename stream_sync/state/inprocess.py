@@ -17,7 +17,15 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from .interfaces import BusEvent, CachedKey, KeyState, Lease, NodeInfo, StreamStats
+from .interfaces import (
+    BusEvent,
+    CachedKey,
+    KeyState,
+    Lease,
+    NodeInfo,
+    StreamStats,
+    Thumbnail,
+)
 
 log = logging.getLogger(__name__)
 
@@ -378,3 +386,32 @@ class InProcessRegistry:
 
     async def remove(self, node_id: str) -> None:
         self._nodes.pop(node_id, None)
+
+
+# --- Thumbnails ------------------------------------------------------------------------------
+
+
+class InProcessThumbnails:
+    """The latest picture per channel; an entry past its TTL is gone."""
+
+    def __init__(self, *, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self._entries: dict[int, tuple[float, Thumbnail]] = {}  # channel -> (expires, picture)
+        self._sweep_at = 0.0
+
+    async def put(self, channel_id: int, thumbnail: Thumbnail, ttl: float) -> None:
+        check_ttl(ttl)
+        now = self._clock()
+        self._entries[channel_id] = (now + ttl, thumbnail)
+        if now >= self._sweep_at:
+            # Pictures of channels gone offline go here, once per TTL: the dict holds
+            # what was live within about two TTLs, however many channels come and go.
+            self._sweep_at = now + ttl
+            for channel in [c for c, (expires, _) in self._entries.items() if expires <= now]:
+                del self._entries[channel]
+
+    async def get(self, channel_id: int) -> Thumbnail | None:
+        entry = self._entries.get(channel_id)
+        if entry is None or entry[0] <= self._clock():
+            return None
+        return entry[1]

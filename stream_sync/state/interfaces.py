@@ -132,6 +132,25 @@ class NodeRegistry(Protocol):
     async def remove(self, node_id: str) -> None: ...
 
 
+# --- Thumbnails -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Thumbnail:
+    """A live stream's latest picture (monitor/thumbnail.py), for its dashboards."""
+
+    jpeg: bytes = field(repr=False)
+    at: float  # epoch seconds of the keyframe's arrival
+
+
+class ThumbnailStore(Protocol):
+    """Best effort: the ingest node holding a stream puts, the API gets; entries expire."""
+
+    async def put(self, channel_id: int, thumbnail: Thumbnail, ttl: float) -> None: ...
+
+    async def get(self, channel_id: int) -> Thumbnail | None: ...
+
+
 # --- Events ----------------------------------------------------------------------------------
 
 
@@ -226,6 +245,7 @@ class StreamStats(BusEvent):
     codecs: dict[str, str] = field(default_factory=dict)
     measurements: dict[str, Any] = field(default_factory=dict)  # the meter's snapshot
     health: dict[str, Any] = field(default_factory=dict)  # overall and issues
+    thumbnail_at: float | None = None  # epoch seconds of the stored picture, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +315,17 @@ class HealthChanged(BusEvent):
     seq: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class ThumbnailsWanted(BusEvent):
+    """Dashboards show these channels now: their thumbnails come every few seconds.
+
+    The API repeats it while the pages stay open; a node forgets it after ``until``.
+    """
+
+    channel_ids: list[int]
+    until: float  # epoch seconds
+
+
 class Subscription(Protocol):
     def __aiter__(self) -> Subscription: ...
 
@@ -319,4 +350,4 @@ class EventBus(Protocol):
 
 # What ingest nodes act on; on Redis they travel on a channel of their own, so a node
 # that runs nothing but ingest need not hear the lifecycle of every stream.
-CONTROL_EVENTS = (KeyRevoked, StopRequested, DrainRequested)
+CONTROL_EVENTS = (KeyRevoked, StopRequested, DrainRequested, ThumbnailsWanted)

@@ -21,6 +21,7 @@ import base64
 import dataclasses
 import json
 import logging
+import struct
 import time
 from collections.abc import Awaitable, Sequence
 from datetime import datetime
@@ -55,6 +56,7 @@ from .interfaces import (
     Lease,
     NodeInfo,
     StreamStats,
+    Thumbnail,
 )
 
 log = logging.getLogger(__name__)
@@ -236,6 +238,7 @@ class RedisState:
         self.key_cache = RedisKeyCache(self)
         self.locks = RedisLocks(self, ttl=lock_ttl)
         self.registry = RedisRegistry(self)
+        self.thumbnails = RedisThumbnails(self)
         self.bus = RedisBus(self, queue_size=queue_size, control_only=control_only)
 
     @classmethod
@@ -590,6 +593,31 @@ class RedisRegistry:
             pipe.delete(key("node", node_id))
             pipe.srem(key("nodes"), node_id)
             await self._state.run(pipe.execute())
+
+
+# --- Thumbnails ------------------------------------------------------------------------------
+
+_THUMBNAIL_TIME = struct.Struct(">d")
+
+
+class RedisThumbnails:
+    """One key per channel: the picture's time (8 bytes) then the JPEG, with a TTL."""
+
+    def __init__(self, state: RedisState) -> None:
+        self._state = state
+
+    async def put(self, channel_id: int, thumbnail: Thumbnail, ttl: float) -> None:
+        value = _THUMBNAIL_TIME.pack(thumbnail.at) + thumbnail.jpeg
+        client = self._state.client
+        await self._state.run(client.set(self._state.key("thumb", channel_id), value, px=_ms(ttl)))
+
+    async def get(self, channel_id: int) -> Thumbnail | None:
+        client = self._state.client
+        raw = await self._state.run(client.get(self._state.key("thumb", channel_id)))
+        if not isinstance(raw, bytes) or len(raw) <= _THUMBNAIL_TIME.size:
+            return None
+        (at,) = _THUMBNAIL_TIME.unpack_from(raw)
+        return Thumbnail(raw[_THUMBNAIL_TIME.size :], at)
 
 
 # --- Events ----------------------------------------------------------------------------------

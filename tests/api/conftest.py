@@ -45,6 +45,7 @@ class StaticLiveView:
     refusals: dict[str, int] = field(default_factory=dict)
     watchers: ChannelWatchers = field(default_factory=ChannelWatchers)
     rtmps_url: str | None = None  # RTMPS off unless a test turns it on
+    thumbnails_seen: list[int] = field(default_factory=list)
 
     def live_streams(self) -> dict[int, LiveStream]:
         return self.streams
@@ -54,6 +55,9 @@ class StaticLiveView:
 
     def default_rtmps_url(self) -> str | None:
         return self.rtmps_url
+
+    def thumbnail_seen(self, channel_id: int) -> None:
+        self.thumbnails_seen.append(channel_id)
 
 
 @dataclass

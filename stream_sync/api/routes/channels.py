@@ -11,7 +11,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...accounts import users
@@ -20,9 +20,10 @@ from ...credentials import service as credentials
 from ...monitor import history
 from ...monitor.settings import monitor_settings, set_monitor_settings
 from ...servers import service as servers
+from ...state.errors import StateUnavailable
 from ..context import ApiContext
 from ..deps import AdminUser, Context, CurrentUser, VisibleChannel
-from ..errors import NotFound
+from ..errors import NotFound, SharedStateUnavailable
 
 router = APIRouter(prefix="/api/channels", tags=["channels"])
 
@@ -309,6 +310,27 @@ class SessionOut(BaseModel):
     peak_kbps: float | None
     health_issues: list[str]
     last_update_at: datetime | None
+
+
+@router.get(
+    "/{channel_ref}/thumbnail",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}, 304: {"description": "Not modified."}},
+)
+async def thumbnail(channel: VisibleChannel, context: Context, request: Request) -> Response:
+    """The live stream's latest picture; asking for it keeps it coming every few seconds."""
+    context.live.thumbnail_seen(channel.id)
+    try:
+        picture = await context.thumbnails.get(channel.id) if context.thumbnails else None
+    except StateUnavailable:
+        raise SharedStateUnavailable("live pictures are unavailable; try again shortly") from None
+    if picture is None:
+        raise NotFound("no picture of this channel yet")
+    # The page asks again with the last ETag: a picture not renewed costs no bytes.
+    headers = {"ETag": f'"{picture.at:.3f}"', "Cache-Control": "private, no-cache"}
+    if request.headers.get("if-none-match") == headers["ETag"]:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    return Response(picture.jpeg, media_type="image/jpeg", headers=headers)
 
 
 @router.get("/{channel_ref}/sessions")

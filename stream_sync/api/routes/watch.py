@@ -51,6 +51,7 @@ async def watch_channel(websocket: WebSocket, channel_ref: str) -> None:
         await websocket.close(code=NOT_FOUND, reason="no such channel")
         return
     with context.live.watchers.watch(channel.id) as watch:
+        context.live.thumbnail_seen(channel.id)  # its pictures come every few seconds now
         await websocket.send_json(await snapshot(context, channel.id))
         await _forward(websocket, watch)
 

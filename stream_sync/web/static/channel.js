@@ -181,6 +181,8 @@
     $("audio-codec").textContent = codecText(audio, audioExtra);
     $("encoder").textContent = m.metadata?.encoder ?? dash;
 
+    renderThumbnail();
+
     const health = state.stats?.health ?? {};
     const overall = health.overall ?? "no_data";
     const overallBadge = $("health-overall");
@@ -199,6 +201,28 @@
       return item;
     }));
   }
+
+  // --- The live picture ------------------------------------------------------------------
+
+  const preview = $("preview");
+  const thumbnail = $("thumbnail");
+  let thumbnailAt = null;
+
+  function renderThumbnail() {
+    const at = state.status === "offline" ? null : state.stats?.thumbnail_at ?? null;
+    if (at === null) {
+      preview.hidden = true;
+      return;
+    }
+    if (at !== thumbnailAt) {
+      thumbnailAt = at;
+      // A new URL per picture: the browser fetches each picture once.
+      thumbnail.src = `/api/channels/${channelId}/thumbnail?at=${at}`;
+    }
+  }
+
+  thumbnail.addEventListener("load", () => { preview.hidden = thumbnailAt === null; });
+  thumbnail.addEventListener("error", () => { preview.hidden = true; });
 
   // --- The chart -------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from stream_sync.rtmp.chunk import ChunkReader, ChunkWriter, basic_header
 from stream_sync.rtmp.config import RtmpConfig
 from stream_sync.rtmp.connection import FIRST_BUFFER_SIZE
 from stream_sync.rtmp.errors import ProtocolError
-from stream_sync.rtmp.events import MediaReceived
+from stream_sync.rtmp.events import KeyframeCaptured, MediaReceived
 
 from .wire import CONFIG, SPLITS, Decoder, Msg, Peer, Server, h, pieces, publishing
 
@@ -677,3 +677,24 @@ def test_writer_chunk_size_applies_to_every_message(chunk_size: int, split_seed:
     assert decoder.messages == [Msg(9, 1, 0, P300 * 4)]
     continuations = -(-len(P300 * 4) // chunk_size) - 1
     assert len(out) == 12 + len(P300 * 4) + continuations
+
+
+@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("case", [c for c in CHUNKS if c.media_only and not c.drops], ids=str)
+def test_a_requested_keyframe_is_captured_once_and_counted_as_usual(case: Case, split: str) -> None:
+    server, _ = publishing()
+    server.conn.capture_keyframe = True
+    server.feed(case.wire, split)
+    keyframes = [m for m in case.expected if m.type_id == 9 and m.body[0] == 0x17]
+    captured = server.of(KeyframeCaptured)
+    if keyframes:
+        first = keyframes[0]
+        assert [(e.timestamp, e.packet.keyframe, e.packet.body) for e in captured] == [
+            (first.timestamp, True, first.body[5:])
+        ]
+        assert not server.conn.capture_keyframe  # one picture per request
+    else:
+        assert captured == []
+        assert server.conn.capture_keyframe  # still waiting for one
+    _, counted = _media_outcome(case, split, collect=False)
+    assert server.conn.counters.as_dict() == counted

@@ -20,8 +20,16 @@ from stream_sync.state.inprocess import (
     InProcessKeyCache,
     InProcessLocks,
     InProcessRegistry,
+    InProcessThumbnails,
 )
-from stream_sync.state.interfaces import BusEvent, EventBus, KeyCache, NodeRegistry, PublishLocks
+from stream_sync.state.interfaces import (
+    BusEvent,
+    EventBus,
+    KeyCache,
+    NodeRegistry,
+    PublishLocks,
+    ThumbnailStore,
+)
 from stream_sync.state.redis import RedisLocks, RedisState
 from tests.support import REDIS_URL, require
 
@@ -52,6 +60,7 @@ class Engine:
     cache: KeyCache
     locks: PublishLocks  # with LOCK_TTL
     registry: NodeRegistry
+    thumbnails: ThumbnailStore
     bus: EventBus
 
     def short_locks(self) -> PublishLocks:
@@ -79,6 +88,7 @@ class InProcessEngine(Engine):
         self.cache = InProcessKeyCache(clock=clock, wall=wall)
         self.locks = InProcessLocks(LOCK_TTL, clock=clock, wall=wall)
         self.registry = InProcessRegistry(clock=clock, wall=wall)
+        self.thumbnails = InProcessThumbnails(clock=clock)
         self.inprocess_bus = InProcessBus()
         self.bus = self.inprocess_bus
 
@@ -106,6 +116,7 @@ class RedisEngine(Engine):
         self.cache = state.key_cache
         self.locks = state.locks
         self.registry = state.registry
+        self.thumbnails = state.thumbnails
         self.bus = state.bus
 
     def short_locks(self) -> PublishLocks:

@@ -22,6 +22,7 @@ from stream_sync.state.interfaces import (
     StopRequested,
     StreamKeyReset,
     StreamStats,
+    ThumbnailsWanted,
 )
 
 from .conftest import Engine, next_event
@@ -50,6 +51,8 @@ SAMPLES: list[BusEvent] = [
     StreamKeyReset(7, "NewKeyId1234", ["AbCdEfGh1234"], seq=6),
     PublishRefusalsCounted(7, "AbCdEfGh1234", "203.0.113.9", "revoked_key", 12, 1_700_000_040.0),
     HealthChanged(7, 42, "bad", "good", ["no_video"], 1_700_000_001.5, seq=7),
+    StreamStats(7, 42, "ingest-a", 1_700_000_001.5, {}, thumbnail_at=1_700_000_000.75),
+    ThumbnailsWanted([7, 8], 1_700_000_006.0),
 ]  # fmt: skip
 
 
