@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from stream_sync.ingest.thumbnails import ThumbnailPolicy, Thumbnailer
+from stream_sync.ingest.thumbnails import Thumbnailer, ThumbnailPolicy
 from stream_sync.state.inprocess import InProcessThumbnails
 from stream_sync.state.interfaces import ThumbnailsWanted
 
