@@ -54,6 +54,7 @@ from .ingest import tls
 from .ingest.admission import KeyAdmission, TakeoverPolicy
 from .ingest.guard import Guard
 from .ingest.keycheck import CacheTimes, KeyChecker
+from .ingest.playback_http import playback_app
 from .ingest.recorder import DatabaseRecorder
 from .ingest.server import IngestServer as RtmpIngest
 from .ingest.server import Upkeep
@@ -118,6 +119,20 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
 
 
 WS_MAX_MESSAGE = 4096  # dashboards send nothing; anything bigger closes the socket
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -207,6 +222,9 @@ class Node:
         self._admin: AdminServer | None = None
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
+        self.playback_port = 0
+        self._playback: _EmbeddedUvicorn | None = None
+        self._playback_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []  # background work, cancelled on stop
         self._mbps = 0.0
 
@@ -265,6 +283,8 @@ class Node:
             await self._start_workers()
         elif Role.INGEST in self.roles:
             await self._start_ingest()
+            if Role.API not in self.roles:
+                await self._start_playback()
         if Role.API in self.roles:
             await self._seed_live_view()
             self.live.start()
@@ -396,16 +416,7 @@ class Node:
         return self.rtmp_url if rtmps is None else f"{self.rtmp_url} and {rtmps}"
 
     async def _start_http(self) -> None:
-        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.settings.host, self.settings.http_port))
-        except OSError:
-            sock.close()
-            raise
-        sock.listen(128)
-        sock.setblocking(False)
+        sock = _listening_socket(self.settings.host, self.settings.http_port)
         self.http_port = sock.getsockname()[1]
         context = ApiContext(
             settings=self.settings,
@@ -418,6 +429,7 @@ class Node:
             dependencies=self._dependencies,
             nodes=self._registered_nodes,
             thumbnails=self.state.thumbnails,
+            playback=self._ingest.playback if self._ingest is not None else None,
         )
         settings = self.settings
         if self._tls is None and (files := settings.tls_files()) is not None:
@@ -439,6 +451,32 @@ class Node:
         scheme = "http" if shared_tls is None else "https"
         log.info("HTTP listening on %s://%s:%d", scheme, url_host(settings.host), self.http_port)
 
+    async def _start_playback(self) -> None:
+        """An ingest process without the API serves its own streams' playback (issue 11)."""
+        settings = self.settings
+        base = settings.playback_port
+        sock = _listening_socket(settings.host, base + (self.worker_index or 0) if base else 0)
+        self.playback_port = sock.getsockname()[1]
+        secure = self._tls
+        config = uvicorn.Config(
+            playback_app(self.ingest.playback, self.store.secrets),
+            ssl_context_factory=None if secure is None else lambda *_: secure,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+        self._playback = _EmbeddedUvicorn(config)
+        self._playback_task = asyncio.get_running_loop().create_task(self._playback.serve([sock]))
+        log.info("playback listening on %s", self.playback_url)
+
+    @property
+    def playback_url(self) -> str:
+        """Where browsers fetch this process's streams from; empty if it serves none."""
+        port = self.http_port if Role.API in self.roles else self.playback_port
+        if not port:
+            return ""
+        return self.settings.public_http_url(port, secure=self._tls is not None)
+
     async def stop(self) -> None:
         if self._workers is not None:
             await self._workers.stop()  # first: their publishers end while the rest runs
@@ -455,9 +493,13 @@ class Node:
             task.cancel()  # the refusal aggregator flushes what it holds as it stops
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.live.stop()
-        if self._http is not None and self._http_task is not None:
-            self._http.should_exit = True
-            await self._http_task
+        for server, serving in (
+            (self._http, self._http_task),
+            (self._playback, self._playback_task),
+        ):
+            if server is not None and serving is not None:
+                server.should_exit = True
+                await serving
         if self._admin is not None:
             await self._admin.stop()
         await self.state.close()
@@ -508,6 +550,7 @@ class Node:
             draining=self.ingest.draining,
             server=self.server_name,
             guard=dict(self.ingest.guard.counts),
+            playback_url=self.playback_url,
         )
 
     async def _retention(self) -> None:

@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     # (stream.health_changed): a stream at a threshold must not flap.
     health_change_after: float = Field(10.0, ge=0, le=3600)
 
+    # Playback preview (ingest/playback.py): an ingest process without the API role
+    # (a worker, `stream-sync ingest`) serves its streams on this port; worker i on
+    # the port + i. 0: any free port, announced in the node registry.
+    playback_port: int = Field(0, ge=0, le=65535)
+
     # Live thumbnails (ingest/thumbnails.py): one keyframe of each live stream decoded
     # every thumbnail_interval seconds (0: never), every thumbnail_watched_interval
     # while a dashboard shows the channel; thumbnail_width pixels wide.
@@ -316,6 +321,12 @@ class Settings(BaseSettings):
             return self.public_url
         port = self.rtmp_port if bound_port is None else bound_port
         return f"rtmp://{url_host(self.host)}{'' if port == 1935 else f':{port}'}/{self.rtmp_app}"
+
+    def public_http_url(self, bound_port: int, *, secure: bool) -> str:
+        """How a browser reaches an HTTP port of this node: the public URL's host, if any."""
+        host = urlsplit(self.public_url).hostname if self.public_url else None
+        scheme = "https" if secure else "http"
+        return f"{scheme}://{url_host(host or self.host)}:{bound_port}"
 
     def public_rtmps_url(self, bound_port: int | None = None) -> str | None:
         """The RTMPS server URL, when RTMPS is on.

@@ -11,6 +11,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
+from ..ingest.playback_http import playback_route
 from ..web import pages
 from . import errors
 from .context import ApiContext
@@ -31,6 +32,8 @@ def create_app(context: ApiContext) -> FastAPI:
     errors.install(app)
     for module in (health, auth, channels, admin, webhooks, watch, pages):
         app.include_router(module.router)
+    if context.playback is not None:  # ingest runs here too: its streams play from here
+        app.router.routes.append(playback_route(context.playback, context.secrets))
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     app.add_middleware(BodyLimit, context=context)
     app.add_middleware(RateLimit, context=context)  # outermost: a flood is refused first

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..accounts.throttle import LoginThrottle
 from ..credentials.server_secrets import ServerSecrets
+from ..ingest.playback import PlaybackHub
 from ..operations import ControlPlane
 from ..settings import Settings
 from ..state.interfaces import NodeInfo, ThumbnailStore
@@ -82,6 +83,8 @@ class ApiContext:
     nodes: Callable[[], Awaitable[list[NodeInfo]]] | None = None
     # Live streams' pictures, put there by the ingest nodes; None: no pictures here.
     thumbnails: ThumbnailStore | None = None
+    # This process's own live streams, when it runs ingest too: they play from here.
+    playback: PlaybackHub | None = None
 
     def cookie_secure(self, *, https: bool) -> bool:
         """Whether the session cookie is Secure, for a request that came over ``https``.

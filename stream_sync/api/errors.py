@@ -55,6 +55,11 @@ class SharedStateUnavailable(DomainError):
     retry_after = 5
 
 
+class PreviewUnavailable(DomainError):
+    code = "preview_unavailable"
+    status = 503
+
+
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **extra}}
 

@@ -30,6 +30,7 @@ from ..rtmp.events import (
     ConnectRequested,
     Event,
     KeyframeCaptured,
+    MediaReceived,
     MetadataReceived,
     PublishRequested,
     PublishStopped,
@@ -44,6 +45,7 @@ from ..state.interfaces import (
 )
 from .admission import PublishGrant, PublishRefusal
 from .guard import FAILURES
+from .playback import Broadcast
 
 if TYPE_CHECKING:
     from .server import IngestServer
@@ -96,6 +98,11 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         self.video_config: bytes | None = None
         self.thumbnail_tried = 0.0
         self.thumbnail_at: float | None = None
+        # Playback (playback.py): its viewers, and the latest sequence starts and
+        # metadata a viewer gets first, as FLV tag bodies.
+        self.broadcast: Broadcast | None = None
+        self.video_sequence: bytes | None = None
+        self.audio_sequence: bytes | None = None
         self.close_reason: str | None = None
         self.linger_until: float | None = None
         self._reading_paused = False
@@ -274,6 +281,9 @@ class RtmpProtocol(asyncio.BufferedProtocol):
                     self.meter.metadata(event.metadata)
             elif isinstance(event, CodecConfigured):
                 self._codec_configured(event)
+            elif isinstance(event, MediaReceived):
+                if self.broadcast is not None:
+                    self.broadcast.media(event.message_type, event.timestamp, event.payload)
             elif isinstance(event, KeyframeCaptured) and self.server.thumbnails is not None:
                 self.server.thumbnails.captured(self, event)
 
@@ -286,6 +296,9 @@ class RtmpProtocol(asyncio.BufferedProtocol):
             return
         if event.media == "video":
             self.video_codec, self.video_config = packet.codec, packet.body
+            self.video_sequence = bytes(event.payload)
+        else:
+            self.audio_sequence = bytes(event.payload)
         if self.meter is None:
             return
         try:
@@ -491,6 +504,8 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         server = self.server
         server.publishers.pop(self.id, None)
         server.poller.give_back(self)
+        if self.broadcast is not None:
+            self.broadcast.end("the stream ended")
         log.info(
             "conn=%s publish ended channel=%s key_id=%s reason=%r",
             self.id,

@@ -45,6 +45,7 @@ from . import batching, polling
 from .admission import Admission, NodeView
 from .guard import Guard
 from .keycheck import KeyChecker
+from .playback import PlaybackHub
 from .protocol import RtmpProtocol
 from .recorder import Recorder
 from .thumbnails import Thumbnailer
@@ -103,6 +104,7 @@ class IngestServer:
         self.upkeep = upkeep
         self.guard = guard or Guard()
         self.thumbnails = thumbnails
+        self.playback = PlaybackHub(self)
         self.connections: set[RtmpProtocol] = set()
         self.publishers: dict[str, RtmpProtocol] = {}
         self.draining = False

@@ -596,7 +596,7 @@ class ServerConnection:
                 else:
                     counters.count_audio_frame(timestamp)
             elif kind in (flv.PacketKind.SEQUENCE_START, flv.PacketKind.MULTICHANNEL_CONFIG):
-                self._events.append(CodecConfigured(msid, timestamp, media, packet))
+                self._events.append(CodecConfigured(msid, timestamp, media, packet, payload))
 
     def _on_aggregate(self, msid: int, timestamp: int, body: bytes) -> None:
         """An aggregate message: FLV tags back to back, timestamps relative to the first."""

@@ -74,6 +74,7 @@ class CodecConfigured(Event):
     timestamp: int
     media: str  # "video" or "audio"
     packet: MediaPacket
+    payload: bytes = field(default=b"", repr=False)  # the whole message: an FLV tag's body
 
 
 @dataclass(frozen=True, slots=True)

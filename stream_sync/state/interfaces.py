@@ -111,6 +111,7 @@ class NodeInfo:
     heartbeat_at: float = 0.0  # epoch seconds
     server: str = ""  # the ingest server name; empty (older nodes): the node id
     guard: dict[str, int] = field(default_factory=dict)  # abuse refusals by reason (guard.py)
+    playback_url: str = ""  # http(s)://host:port its streams play from; empty: none
 
     @property
     def server_name(self) -> str:

@@ -8,6 +8,7 @@ reveal or reset them.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from ..api.deps import (
 )
 from ..credentials import service as credentials
 from ..monitor import history
+from ..state.errors import StateUnavailable
 from ..state.interfaces import NodeInfo
 
 HERE = Path(__file__).parent
@@ -51,11 +53,14 @@ templates.env.filters["kbps"] = _kbps
 
 # Pages load scripts, styles and the socket from this origin only, and never in a frame:
 # the Reset button must not be clickjacked.
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "media-src 'self' blob:; connect-src 'self'{connect}; frame-ancestors 'none'; "
+    "base-uri 'none'; form-action 'self'"
+)
 SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-    ),
+    "Content-Security-Policy": CSP.format(connect=""),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
@@ -81,11 +86,14 @@ def _render(
     template: str,
     principal: Principal | None,
     status_code: int = 200,
+    connect: tuple[str, ...] = (),
     **values: Any,
 ) -> HTMLResponse:
     values.update(user=principal.user if principal else None, principal=principal)
     response = templates.TemplateResponse(request, template, values, status_code=status_code)
     response.headers.update(SECURITY_HEADERS)
+    if connect:  # the page may also fetch from these origins
+        response.headers["Content-Security-Policy"] = CSP.format(connect=" " + " ".join(connect))
     return response
 
 
@@ -146,7 +154,28 @@ async def channel_page(request: Request, channel_ref: str) -> Response:
     if isinstance(found, Response):
         return found
     principal, channel = found
-    return _render(request, "channel.html", principal, channel=channel)
+    return _render(
+        request,
+        "channel.html",
+        principal,
+        connect=await _playback_origins(request),
+        channel=channel,
+    )
+
+
+async def _playback_origins(request: Request) -> tuple[str, ...]:
+    """Ingest nodes that serve playback from an origin of their own (workers, a cluster)."""
+    context: ApiContext = request.app.state.context
+    if context.nodes is None:
+        return ()
+    try:
+        nodes = await context.nodes()
+    except StateUnavailable:
+        return ()
+    origins = {n.playback_url for n in nodes if n.playback_url.startswith(("http://", "https://"))}
+    own = f"{request.url.scheme}://{request.url.netloc}"
+    # Only scheme://host:port, as the registry gives it: nothing that could end the header.
+    return tuple(sorted(o for o in origins - {own} if _ORIGIN.fullmatch(o)))
 
 
 @router.get("/channels/{channel_ref}/sessions")

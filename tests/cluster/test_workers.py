@@ -288,3 +288,44 @@ async def test_workers_share_the_rtmps_port_and_sighup_renews_every_certificate(
         writer.close()
         await writer.wait_closed()
     assert edge.process.proc.returncode is None
+
+
+async def test_a_workers_stream_plays_from_that_worker_through_the_apis_redirect(
+    cluster: Cluster,
+) -> None:
+    edge = await cluster.start_workers("serve", "edge")
+    assert cluster.bus is not None
+    channel = await cluster.channel("watched")
+    stream = await publish(f"{edge.rtmp_url}/{channel.key}", 60)
+    try:
+        await cluster.bus.wait_for(
+            StatusChanged, lambda e: e.channel_id == channel.channel_id and e.status == "live"
+        )
+        await cluster.bus.wait_for(StreamStats, lambda e: e.channel_id == channel.channel_id)
+        worker = edge.worker_of(channel.name)
+        playback = await edge.process.wait_for_log(
+            rf"\[{re.escape(worker)}\] stream_sync: playback listening on (\S+)"
+        )
+        client = await cluster.admin_client(edge)
+        try:
+            redirect = await client.get(f"/api/channels/{channel.name}/preview")
+            assert redirect.status_code == 307, redirect.text
+            location = redirect.headers["location"]
+            assert location.startswith(f"{playback.group(1)}/play/{channel.channel_id}.flv?")
+            assert not location.startswith(edge.http_url)  # the worker serves it, not the API
+            page = await client.get(f"/channels/{channel.name}")
+            assert playback.group(1) in page.headers["content-security-policy"]
+            received = b""
+            async with client.stream("GET", location) as response:
+                assert response.status_code == 200
+                assert response.headers["access-control-allow-origin"] == "*"
+                async for chunk in response.aiter_bytes():
+                    received += chunk
+                    if len(received) > 50_000:
+                        break
+        finally:
+            await client.aclose()
+        assert received.startswith(b"FLV\x01\x05")  # audio and video
+        assert b"onMetaData" in received[:2000]
+    finally:
+        await stop_all([stream])

@@ -247,6 +247,17 @@ class Dashboard:
         await page.get_by_test_id("login-submit").click()
         await expect(page).to_have_url(self.url("/"))
 
+    async def owner_on_channel_page(
+        self, name: str = "studio", owner: str = "streamer@example.com"
+    ) -> tuple[Channel, Page]:
+        """A new streamer and their new channel, its page open in a signed-in browser."""
+        await self.server.create_user(owner)
+        channel = await self.server.create_channel(name, owner=owner)
+        page = await self.new_page()
+        await self.sign_in(page, owner)
+        await page.goto(channel.path)
+        return channel, page
+
     def login_url(self) -> re.Pattern[str]:
         """/login, maybe with a query (where to go back to after signing in)."""
         return re.compile(rf"^{re.escape(self.url('/login'))}(\?.*)?$")

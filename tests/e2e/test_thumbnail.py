@@ -25,11 +25,7 @@ async def loaded(page: Page, picture: Locator) -> bytes:
 async def test_the_channel_page_shows_the_stream_moving(
     server: Server, dashboard: Dashboard
 ) -> None:
-    await server.create_user("streamer@example.com")
-    channel = await server.create_channel("studio", owner="streamer@example.com")
-    page = await dashboard.new_page()
-    await dashboard.sign_in(page, "streamer@example.com")
-    await page.goto(channel.path)
+    channel, page = await dashboard.owner_on_channel_page()
     picture = page.get_by_test_id("thumbnail")
     await expect(picture).to_be_hidden()  # offline: no picture
 

@@ -12,10 +12,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...accounts import users
 from ...audit import list_entries
+from ...credentials import playback as playback_tokens
 from ...credentials import service as credentials
 from ...monitor import history
 from ...monitor.settings import monitor_settings, set_monitor_settings
@@ -23,7 +25,7 @@ from ...servers import service as servers
 from ...state.errors import StateUnavailable
 from ..context import ApiContext
 from ..deps import AdminUser, Context, CurrentUser, VisibleChannel
-from ..errors import NotFound, SharedStateUnavailable
+from ..errors import NotFound, PreviewUnavailable, SharedStateUnavailable
 
 router = APIRouter(prefix="/api/channels", tags=["channels"])
 
@@ -331,6 +333,40 @@ async def thumbnail(channel: VisibleChannel, context: Context, request: Request)
     if request.headers.get("if-none-match") == headers["ETag"]:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     return Response(picture.jpeg, media_type="image/jpeg", headers=headers)
+
+
+PREVIEW_URL_SECONDS = 60  # to start playing; a started stream plays on
+
+
+@router.get(
+    "/{channel_ref}/preview",
+    response_class=RedirectResponse,
+    status_code=status.HTTP_307_TEMPORARY_REDIRECT,
+    responses={307: {"description": "To the stream as HTTP-FLV, on the node that holds it."}},
+)
+async def preview(channel: VisibleChannel, context: Context) -> RedirectResponse:
+    """Play the live stream: a URL that holds no key and expires, on the node holding it."""
+    live = context.live.live_streams().get(channel.id)
+    if live is None:
+        raise NotFound("the channel is not live")
+    base = await _playback_base(context, channel.id, live.peer)
+    until = int(time.time()) + PREVIEW_URL_SECONDS
+    signature = playback_tokens.sign(context.secrets, channel.id, until)
+    return RedirectResponse(
+        f"{base}/play/{channel.id}.flv?until={until}&sig={signature}",
+        status_code=status.HTTP_307_TEMPORARY_REDIRECT,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def _playback_base(context: ApiContext, channel_id: int, node: str) -> str:
+    """Where the stream plays from: this process (same origin), or its node's URL."""
+    if context.playback is not None and context.playback.holds(channel_id):
+        return ""
+    for info in await context.nodes() if context.nodes is not None else []:
+        if info.node_id == node and info.playback_url:
+            return info.playback_url
+    raise PreviewUnavailable("the ingest node holding this stream does not serve playback")
 
 
 @router.get("/{channel_ref}/sessions")

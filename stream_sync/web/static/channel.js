@@ -181,7 +181,7 @@
     $("audio-codec").textContent = codecText(audio, audioExtra);
     $("encoder").textContent = m.metadata?.encoder ?? dash;
 
-    renderThumbnail();
+    renderPreview();
 
     const health = state.stats?.health ?? {};
     const overall = health.overall ?? "no_data";
@@ -202,27 +202,95 @@
     }));
   }
 
-  // --- The live picture ------------------------------------------------------------------
+  // --- The live picture, and watching the stream ------------------------------------------
 
   const preview = $("preview");
   const thumbnail = $("thumbnail");
+  const player = $("player");
+  const watchButton = $("watch");
+  const previewNote = $("preview-note");
+  const PREVIEW_NOTE = previewNote.textContent;
   let thumbnailAt = null;
+  let playback = null; // the mpegts.js player while watching
 
-  function renderThumbnail() {
-    const at = state.status === "offline" ? null : state.stats?.thumbnail_at ?? null;
-    if (at === null) {
-      preview.hidden = true;
+  function renderPreview() {
+    const live = state.status !== "offline";
+    preview.hidden = !live;
+    if (!live) {
+      if (playback) stopWatching();
+      thumbnailAt = null;
+      thumbnail.hidden = true;
       return;
     }
-    if (at !== thumbnailAt) {
+    const at = state.stats?.thumbnail_at ?? null;
+    if (at !== null && at !== thumbnailAt) {
       thumbnailAt = at;
       // A new URL per picture: the browser fetches each picture once.
       thumbnail.src = `/api/channels/${channelId}/thumbnail?at=${at}`;
     }
   }
 
-  thumbnail.addEventListener("load", () => { preview.hidden = thumbnailAt === null; });
-  thumbnail.addEventListener("error", () => { preview.hidden = true; });
+  thumbnail.hidden = true; // until a picture has loaded
+  thumbnail.addEventListener("load", () => { thumbnail.hidden = playback !== null; });
+  thumbnail.addEventListener("error", () => { thumbnail.hidden = true; });
+
+  function loadPlayer() {
+    if (window.mpegts) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = "/static/mpegts.min.js"; // 270 KB: only once someone presses Watch
+      script.addEventListener("load", resolve);
+      script.addEventListener("error", () => reject(new Error("The player did not load.")));
+      document.head.append(script);
+    });
+  }
+
+  async function startWatching() {
+    watchButton.disabled = true;
+    try {
+      await loadPlayer();
+    } finally {
+      watchButton.disabled = false;
+    }
+    if (!mpegts.isSupported()) {
+      previewNote.textContent = "This browser cannot play the stream (no Media Source Extensions).";
+      return;
+    }
+    mpegts.LoggingControl.applyConfig({ enableVerbose: false, enableDebug: false, enableInfo: false });
+    // The API answers with a redirect to a short-lived URL on the node holding the stream.
+    playback = mpegts.createPlayer(
+      { type: "flv", isLive: true, url: `/api/channels/${channelId}/preview` },
+      { enableStashBuffer: false, liveBufferLatencyChasing: true, liveBufferLatencyMaxLatency: 2 },
+    );
+    playback.on(mpegts.Events.ERROR, () => stopWatching("The stream stopped playing; press Watch live to try again."));
+    playback.on(mpegts.Events.LOADING_COMPLETE, () => stopWatching("The stream ended."));
+    playback.attachMediaElement(player);
+    playback.load();
+    player.hidden = false;
+    thumbnail.hidden = true;
+    watchButton.textContent = "Stop watching";
+    watchButton.setAttribute("aria-pressed", "true");
+    previewNote.textContent = "Muted; a second or two behind the encoder.";
+    Promise.resolve(playback.play()).catch(() => {}); // muted: allowed without a gesture
+  }
+
+  function stopWatching(message) {
+    if (playback) {
+      const stopping = playback;
+      playback = null;
+      stopping.destroy();
+    }
+    player.hidden = true;
+    thumbnail.hidden = thumbnailAt === null;
+    watchButton.textContent = "Watch live";
+    watchButton.setAttribute("aria-pressed", "false");
+    previewNote.textContent = message ?? PREVIEW_NOTE;
+  }
+
+  watchButton.addEventListener("click", () => {
+    if (playback) stopWatching();
+    else startWatching().catch((e) => { previewNote.textContent = e.message; });
+  });
 
   // --- The chart -------------------------------------------------------------------------
 

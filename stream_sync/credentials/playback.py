@@ -1,0 +1,41 @@
+"""Playback URLs that hold no stream key and stop working after a while.
+
+The API signs ``play:<channel id>:<until>`` for a signed-in owner or admin; the
+ingest node holding the stream checks it with the same server secret and nothing
+else (no database, no session). The secret used is derived from the key HMAC
+secret, so a playback signature can never pass for a stream key's HMAC.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+from .server_secrets import ServerSecrets
+
+_PURPOSE = b"stream-sync playback URL v1"
+
+
+def _key(hmac_key: bytes) -> bytes:
+    return hmac.new(hmac_key, _PURPOSE, hashlib.sha256).digest()
+
+
+def _mac(hmac_key: bytes, channel_id: int, until: int) -> str:
+    message = f"play:{channel_id}:{until}".encode()
+    digest = hmac.new(_key(hmac_key), message, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def sign(secrets: ServerSecrets, channel_id: int, until: int) -> str:
+    """The signature for playing ``channel_id`` until ``until`` (epoch seconds)."""
+    return _mac(secrets.hmac_key, channel_id, until)
+
+
+def verify(secrets: ServerSecrets, channel_id: int, until: int, signature: str, now: float) -> bool:
+    """Whether the signature is ours for this channel and has not run out."""
+    if now > until or len(signature) != 43:
+        return False
+    return any(
+        hmac.compare_digest(_mac(key, channel_id, until), signature) for key in secrets.hmac_keys
+    )
