@@ -149,7 +149,7 @@ async def test_expiry_frees_the_channel(engine: Engine) -> None:
 
 
 async def test_concurrent_calls_each_get_their_own_answer(engine: Engine) -> None:
-    """A node renews all its leases at once (Redis: one pipeline); no answer is mixed up."""
+    """A node renews all its leases at once (Redis: one script call); no answer is mixed up."""
     owners = [f"n1/c{channel}" for channel in range(1, 21)]
     acquired_leases = await asyncio.gather(
         *(engine.locks.acquire(channel, owner, "n1", channel) for channel, owner in
