@@ -395,11 +395,14 @@ class Node:
                     settings.thumbnail_interval,
                     settings.thumbnail_watched_interval,
                     settings.thumbnail_width,
+                    settings.thumbnail_cpu_share,
                 ),
             )
             if settings.thumbnail_interval
             else None,
         )
+        if self._ingest.thumbnails is not None:
+            await self._ingest.thumbnails.warm_up()
         host, shared = settings.host, self.worker_index is not None
         self.rtmp_port = await self._ingest.start(host, settings.rtmp_port, reuse_port=shared)
         if (files := settings.tls_files()) is not None:

@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     thumbnail_interval: float = Field(30.0, ge=0, le=3600)
     thumbnail_watched_interval: float = Field(5.0, ge=1, le=3600)
     thumbnail_width: int = Field(320, ge=32, le=1920)
+    # Pictures take at most this share of the CPU the rest of the process uses (or
+    # 0.2 % of a core); past it they come less often, watched channels first.
+    thumbnail_cpu_share: float = Field(0.06, gt=0, le=100)
 
     # Webhooks (stream_sync/webhooks/): retries from webhook_retry_first seconds,
     # doubling to webhook_retry_max, until webhook_retry_for after the event.

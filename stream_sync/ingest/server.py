@@ -426,13 +426,13 @@ class IngestServer:
         """Sample every live stream's meter, judge its health, and tell whoever listens."""
         now = time.time()
         batch: list[StreamStats] = []
-        thumbnails = self.thumbnails
-        for proto in list(self.publishers.values()):
+        publishers = list(self.publishers.values())
+        if self.thumbnails is not None:
+            self.thumbnails.arm(publishers, now)
+        for proto in publishers:
             grant, meter = proto.grant, proto.meter
             if grant is None or meter is None:
                 continue
-            if thumbnails is not None:
-                thumbnails.arm(proto, now)
             counters = proto.conn.counters
             meter.sample(now, counters)
             snapshot = meter.snapshot(now)

@@ -10,18 +10,22 @@ JPEG out; the ingest node decides when (issue 11).
 from __future__ import annotations
 
 from fractions import Fraction
+from pathlib import Path
 from typing import cast
 
 import av
 import av.error
 from av.video.codeccontext import VideoCodecContext
 
-__all__ = ["DECODERS", "ThumbnailError", "render"]
+from ..rtmp import flv
+
+__all__ = ["DECODERS", "ThumbnailError", "render", "warm_up"]
 
 # FourCC (as the monitor reports it) -> FFmpeg decoder. The configuration record is
 # the decoder's extradata for each (avcC, hvcC, av1C; VP9 needs none).
 DECODERS = {"avc1": "h264", "hvc1": "hevc", "av01": "libdav1d", "vp09": "vp9"}
 DEFAULT_WIDTH = 320
+WARM_UP = Path(__file__).with_name("warmup.flv")  # FFmpeg's testsrc2, one 160x90 H.264 frame
 
 
 class ThumbnailError(Exception):
@@ -61,3 +65,23 @@ def render(codec: str, config: bytes, keyframe: bytes, *, width: int = DEFAULT_W
     )
     packets = [*encoder.encode(scaled), *encoder.encode(None)]
     return b"".join(bytes(packet) for packet in packets)
+
+
+def warm_up() -> bytes:
+    """One picture of a tiny built-in stream, so FFmpeg's code and tables load now.
+
+    A process's first picture touches some 2 MB of decoder code and tables that stay:
+    a fixed cost of the feature, paid at start rather than by the first stream.
+    """
+    data, pos = WARM_UP.read_bytes(), 13  # after the FLV header and PreviousTagSize0
+    config = keyframe = b""
+    while pos + 11 <= len(data):
+        size = int.from_bytes(data[pos + 1 : pos + 4], "big")
+        if data[pos] == 9:
+            for packet in flv.parse_video(data[pos + 11 : pos + 11 + size]):
+                if packet.kind is flv.PacketKind.SEQUENCE_START:
+                    config = packet.body
+                elif packet.keyframe and not keyframe:
+                    keyframe = packet.body
+        pos += 11 + size + 4
+    return render("avc1", config, keyframe)

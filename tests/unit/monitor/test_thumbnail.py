@@ -9,7 +9,7 @@ from pathlib import Path
 import av
 import pytest
 
-from stream_sync.monitor.thumbnail import ThumbnailError, render
+from stream_sync.monitor.thumbnail import ThumbnailError, render, warm_up
 from stream_sync.rtmp import flv
 from stream_sync.rtmp.flv import PacketKind
 from tests.support import debian_ffmpeg, static_ffmpeg
@@ -71,3 +71,8 @@ def test_what_cannot_become_a_picture_says_why(tmp_path: Path) -> None:
         render("mp4a", b"", first)
     with pytest.raises(ThumbnailError, match="avc1 keyframe"):
         render("avc1", config, bytes(len(first)))  # zeros: no picture in there
+
+
+def test_the_built_in_warm_up_stream_becomes_a_picture() -> None:
+    frame = picture(warm_up())  # the packaged FLV, as installed
+    assert (frame.width, frame.height) == (160, 90)
