@@ -60,6 +60,11 @@ class PreviewUnavailable(DomainError):
     status = 503
 
 
+class PreviewUnsupported(DomainError):
+    code = "preview_unsupported"
+    status = 409
+
+
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **extra}}
 

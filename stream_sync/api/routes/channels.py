@@ -25,7 +25,7 @@ from ...servers import service as servers
 from ...state.errors import StateUnavailable
 from ..context import ApiContext
 from ..deps import AdminUser, Context, CurrentUser, VisibleChannel
-from ..errors import NotFound, PreviewUnavailable, SharedStateUnavailable
+from ..errors import NotFound, PreviewUnavailable, PreviewUnsupported, SharedStateUnavailable
 
 router = APIRouter(prefix="/api/channels", tags=["channels"])
 
@@ -336,6 +336,10 @@ async def thumbnail(channel: VisibleChannel, context: Context, request: Request)
 
 
 PREVIEW_URL_SECONDS = 60  # to start playing; a started stream plays on
+# What browsers play from FLV through Media Source Extensions (mpegts.js): H.264 video,
+# AAC or MP3 audio. Enhanced RTMP's HEVC, AV1 and VP9 would fail in the player.
+PREVIEW_VIDEO = frozenset({"avc1"})
+PREVIEW_AUDIO = frozenset({"mp4a", ".mp3"})
 
 
 @router.get(
@@ -349,6 +353,14 @@ async def preview(channel: VisibleChannel, context: Context) -> RedirectResponse
     live = context.live.live_streams().get(channel.id)
     if live is None:
         raise NotFound("the channel is not live")
+    video, audio = live.codecs.get("video"), live.codecs.get("audio")
+    if (video is not None and video not in PREVIEW_VIDEO) or (
+        audio is not None and audio not in PREVIEW_AUDIO
+    ):
+        raise PreviewUnsupported(
+            f"the browser preview plays H.264 with AAC or MP3; this stream is "
+            f"{video or 'no video'} with {audio or 'no audio'}"
+        )
     base = await _playback_base(context, channel.id, live.peer)
     until = int(time.time()) + PREVIEW_URL_SECONDS
     signature = playback_tokens.sign(context.secrets, channel.id, until)

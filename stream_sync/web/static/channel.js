@@ -245,7 +245,25 @@
     });
   }
 
+  // What browsers play from FLV (the API refuses the rest with 409, saying why).
+  const PLAYABLE = { video: ["avc1"], audio: ["mp4a", ".mp3"] };
+
+  function unplayable() {
+    const codecs = state.stats?.codecs ?? {};
+    for (const [media, allowed] of Object.entries(PLAYABLE)) {
+      if (codecs[media] && !allowed.includes(codecs[media])) {
+        return `The preview plays H.264 with AAC or MP3; this stream's ${media} is ${codecs[media]}.`;
+      }
+    }
+    return null;
+  }
+
   async function startWatching() {
+    const why = unplayable();
+    if (why) {
+      previewNote.textContent = why;
+      return;
+    }
     watchButton.disabled = true;
     try {
       await loadPlayer();

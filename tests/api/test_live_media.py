@@ -1,15 +1,20 @@
-"""Live pictures through the API: owner and admins only, revalidated by ETag, and asking
-for one is what keeps them coming every few seconds (ThumbnailDemand)."""
+"""Live pictures and the playback preview through the API: owner and admins only; asking
+for a picture keeps them coming every few seconds (ThumbnailDemand); the preview is a
+signed redirect to the node that holds the stream."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from urllib.parse import parse_qs, urlsplit
 
 from stream_sync.api import thumbnails as demand
+from stream_sync.api.context import LiveStream
+from stream_sync.credentials import playback
 from stream_sync.credentials import service as credentials
 from stream_sync.db.models import Role
 from stream_sync.state.inprocess import InProcessBus, InProcessThumbnails
-from stream_sync.state.interfaces import Thumbnail, ThumbnailsWanted
+from stream_sync.state.interfaces import NodeInfo, Thumbnail, ThumbnailsWanted
 
 from .conftest import Api, FakeClock
 
@@ -90,3 +95,44 @@ async def test_demand_is_sent_at_once_when_it_grows_and_forgotten_after_hold() -
         task.cancel()
         subscription.close()
         bus.close()
+
+
+async def test_preview_redirects_to_the_node_that_holds_the_stream(api: Api) -> None:
+    admin = await api.signed_in("root@example.com", Role.ADMIN)
+    channel = await api.channel(admin, "studio", None)
+    internal = await channel_id(api, channel["id"])
+    url = f"/api/channels/{channel['id']}/preview"
+    assert (await admin.get(url)).status_code == 404  # not live
+
+    def live(video: str, audio: str) -> None:
+        api.live.streams[internal] = LiveStream(
+            internal, "k", "c1", "edge-w2", 5.0, {"video": video, "audio": audio}, {}, 0
+        )
+
+    live("hvc1", "mp4a")
+    unsupported = await admin.get(url)
+    assert unsupported.status_code == 409
+    assert "hvc1" in unsupported.json()["error"]["message"]
+
+    live("avc1", "mp4a")
+    nowhere = await admin.get(url)  # no node serves playback for it (none registered)
+    assert nowhere.status_code == 503
+    assert nowhere.json()["error"]["code"] == "preview_unavailable"
+
+    async def nodes() -> list[NodeInfo]:
+        edge = NodeInfo("edge-w2", "rtmp://edge/live", 10, 0, playback_url="http://edge:9001")
+        return [NodeInfo("edge-w1", "rtmp://edge/live", 10, 0, playback_url="http://x:1"), edge]
+
+    api.context.nodes = nodes
+    redirect = await admin.get(url)
+    assert redirect.status_code == 307
+    assert redirect.headers["cache-control"] == "no-store"
+    location = urlsplit(redirect.headers["location"])
+    assert (location.scheme, location.netloc, location.path) == (
+        "http",
+        "edge:9001",
+        f"/play/{internal}.flv",
+    )
+    query = parse_qs(location.query)
+    until = int(query["until"][0])
+    assert playback.verify(api.context.secrets, internal, until, query["sig"][0], time.time())
