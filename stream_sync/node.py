@@ -56,6 +56,7 @@ from .ingest.guard import Guard
 from .ingest.keycheck import CacheTimes, KeyChecker
 from .ingest.playback_http import playback_app
 from .ingest.recorder import DatabaseRecorder
+from .ingest.relay import RelayHub
 from .ingest.server import IngestServer as RtmpIngest
 from .ingest.server import Upkeep
 from .ingest.thumbnails import Thumbnailer, ThumbnailPolicy
@@ -400,6 +401,7 @@ class Node:
             )
             if settings.thumbnail_interval
             else None,
+            relays=RelayHub(targets) if (targets := settings.push_target_list()) else None,
         )
         if self._ingest.thumbnails is not None:
             await self._ingest.thumbnails.warm_up()

@@ -21,12 +21,17 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .ingest.guard import GuardLimits
+from .ingest.relay import PushTarget
 from .monitor.health import HealthThresholds
 from .rtmp.config import RtmpConfig
 from .webhooks.policy import RetryPolicy, SenderLimits
 
 ENV_PREFIX = "STREAM_SYNC_"
 MAX_WORKERS = 64
+
+
+# Settings whose values may carry credentials: an error about them never repeats them.
+HIDDEN_VALUES = frozenset({"push_targets"})
 
 
 class SettingsError(Exception):
@@ -133,6 +138,10 @@ class Settings(BaseSettings):
     # (stream.health_changed): a stream at a threshold must not flap.
     health_change_after: float = Field(10.0, ge=0, le=3600)
 
+    # Relay (ingest/relay.py): every live stream is pushed to each of these
+    # rtmp://host[:port]/app/stream URLs ({channel} in the stream name: the channel's).
+    push_targets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
     # Playback preview (ingest/playback.py): an ingest process without the API role
     # (a worker, `stream-sync ingest`) serves its streams on this port; worker i on
     # the port + i. 0: any free port, announced in the node registry.
@@ -178,6 +187,20 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{network!r} is not an IP address or network") from None
         return value
+
+    @field_validator("push_targets", mode="before")
+    @classmethod
+    def _push_targets(cls, value: object) -> list[str]:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError("must be a comma-separated list of rtmp:// URLs")
+        for url in value:
+            PushTarget.parse(url)  # InvalidTarget is a ValueError: says what, not the key
+        return value
+
+    def push_target_list(self) -> list[PushTarget]:
+        return [PushTarget.parse(url) for url in self.push_targets]
 
     @field_validator("allowed_video_codecs", "allowed_audio_codecs", mode="before")
     @classmethod
@@ -383,6 +406,8 @@ def load_settings(**overrides: Any) -> Settings:
         variable = ENV_PREFIX + name.upper()
         value = error.get("input")
         shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+        if name in HIDDEN_VALUES:
+            shown = ""  # it may hold a key
         raise SettingsError(
             f"invalid {option} / {variable}: {error['msg'].rstrip('.')}{shown}"
         ) from None

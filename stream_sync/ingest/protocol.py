@@ -48,6 +48,7 @@ from .guard import FAILURES
 from .playback import Broadcast
 
 if TYPE_CHECKING:
+    from .relay import Push
     from .server import IngestServer
 
 log = logging.getLogger("stream_sync.ingest")
@@ -412,11 +413,20 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         self.awaiting_media = True
         self.start_unrecorded = True
         self.journal(self._record_start(decision))
+        if server.relays is not None:
+            server.relays.started(self, decision.channel_name)
         if not self._drive(conn.accept_publish, event.stream_id):
             return
         if self._reading_paused and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
+
+    def attach_relays(self, pushes: list[Push]) -> None:
+        """Pushes to other servers (relay.py) hear every media message from now on."""
+        if self.broadcast is None:
+            self.broadcast = Broadcast(self, self.server.playback.limits)
+            self.conn.collect_media = True
+        self.broadcast.relays.extend(pushes)
 
     def journal(self, step: Coroutine[Any, Any, None]) -> None:
         """Record a change of this publish after every change recorded before it.
@@ -506,6 +516,8 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         server.poller.give_back(self)
         if self.broadcast is not None:
             self.broadcast.end("the stream ended")
+        if server.relays is not None:
+            server.spawn(server.relays.ended(self))
         log.info(
             "conn=%s publish ended channel=%s key_id=%s reason=%r",
             self.id,

@@ -48,6 +48,7 @@ from .keycheck import KeyChecker
 from .playback import PlaybackHub
 from .protocol import RtmpProtocol
 from .recorder import Recorder
+from .relay import RelayHub
 from .thumbnails import Thumbnailer
 
 log = logging.getLogger("stream_sync.ingest")
@@ -90,6 +91,7 @@ class IngestServer:
         upkeep: Upkeep = Upkeep(),
         guard: Guard | None = None,
         thumbnails: Thumbnailer | None = None,
+        relays: RelayHub | None = None,
     ) -> None:
         self.config = config
         self.admission = admission
@@ -105,6 +107,7 @@ class IngestServer:
         self.guard = guard or Guard()
         self.thumbnails = thumbnails
         self.playback = PlaybackHub(self)
+        self.relays = relays  # pushes to other servers (relay.py)
         self.connections: set[RtmpProtocol] = set()
         self.publishers: dict[str, RtmpProtocol] = {}
         self.draining = False

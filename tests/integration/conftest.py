@@ -10,7 +10,7 @@ from stream_sync.audit import Actor
 from stream_sync.credentials import service
 from stream_sync.node import Node, open_store
 from stream_sync.settings import Settings
-from tests.support import BusRecorder
+from tests.support import BusRecorder, debian_ffmpeg, ffmpeg_command, run_process
 
 
 def node_settings(data_dir: Path, **overrides: object) -> Settings:
@@ -59,3 +59,11 @@ async def channel(node: Node) -> service.CreatedChannel:
         return await service.create_channel(
             session, secrets=node.store.secrets, name="demo", actor=Actor.cli()
         )
+
+
+async def publish_test_pattern(node: Node, key: str, seconds: float) -> None:
+    """FFmpeg's moving test pattern (320x240, a keyframe a second) to the end, exit 0."""
+    url = f"{node.rtmp_url}/{key}"
+    proc = await run_process(ffmpeg_command(debian_ffmpeg(), url, seconds=seconds))
+    _, stderr = await proc.communicate()
+    assert proc.returncode == 0, stderr.decode()

@@ -16,8 +16,8 @@ from stream_sync.audit import Actor
 from stream_sync.credentials import service
 from stream_sync.node import Node
 from stream_sync.state.interfaces import PublishEnded, StreamStats, ThumbnailsWanted
-from tests.integration.conftest import node_settings, running_node
-from tests.support import BusRecorder, debian_ffmpeg, ffmpeg_command, run_process
+from tests.integration.conftest import node_settings, publish_test_pattern, running_node
+from tests.support import BusRecorder
 
 pytestmark = pytest.mark.ffmpeg
 
@@ -53,20 +53,12 @@ def decoded(jpeg: bytes) -> av.VideoFrame:
         return next(container.decode(video=0))
 
 
-async def publish(node: Node, key: str) -> None:
-    """FFmpeg's moving test pattern, 320x240 with a keyframe a second, for SECONDS."""
-    url = f"{node.rtmp_url}/{key}"
-    proc = await run_process(ffmpeg_command(debian_ffmpeg(), url, seconds=SECONDS))
-    _, stderr = await proc.communicate()
-    assert proc.returncode == 0, stderr.decode()
-
-
 async def test_a_stream_nobody_watches_gets_one_picture_soon_after_going_live(
     node: Node, bus: BusRecorder
 ) -> None:
     channel = await create(node, "quiet")
     started = time.time()
-    await publish(node, channel.key)
+    await publish_test_pattern(node, channel.key, SECONDS)
     await bus.wait_for(PublishEnded)
 
     times = pictures(bus, channel.channel_id)
@@ -102,11 +94,11 @@ async def test_a_watched_stream_gets_a_new_picture_every_interval(
 
     collector = asyncio.create_task(collect())
     try:
-        await publish(node, watched.key)
+        await publish_test_pattern(node, watched.key, SECONDS)
     finally:
         collector.cancel()
     await bus.wait_for(PublishEnded)
-    await publish(node, other.key)
+    await publish_test_pattern(node, other.key, SECONDS)
     await bus.wait_for(PublishEnded, lambda e: e.channel_id == other.channel_id)
 
     times = pictures(bus, watched.channel_id)

@@ -1,0 +1,84 @@
+"""Relaying (issue 12, first step): a real FFmpeg publish to one node, pushed on by it to
+a second real stream-sync node through the operator's global push target."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from stream_sync.audit import Actor
+from stream_sync.credentials import service
+from stream_sync.node import Node
+from stream_sync.state.interfaces import PublishEnded, PublishStarted
+from tests.integration.conftest import node_settings, publish_test_pattern, running_node
+from tests.support import BusRecorder, debian_ffmpeg, ffmpeg_command, free_port, run_process
+
+pytestmark = pytest.mark.ffmpeg
+
+SECONDS, FPS = 6, 15
+
+
+async def create(node: Node, name: str) -> service.CreatedChannel:
+    async with node.sessions() as session:
+        return await service.create_channel(
+            session, secrets=node.store.secrets, name=name, actor=Actor.cli()
+        )
+
+
+@contextlib.asynccontextmanager
+async def source_node(tmp_path: Path, target: str) -> AsyncIterator[Node]:
+    async with running_node(node_settings(tmp_path / "source", push_targets=[target])) as node:
+        yield node
+
+
+async def test_a_live_stream_is_pushed_to_the_target_and_ended_there_cleanly(
+    tmp_path: Path,
+) -> None:
+    async with running_node(node_settings(tmp_path / "target")) as target:
+        destination = await create(target, "mirror")
+        heard = BusRecorder(target.bus)
+        url = f"rtmp://127.0.0.1:{target.rtmp_port}/live/{destination.key}"
+        async with source_node(tmp_path, url) as source:
+            channel = await create(source, "studio")
+            sent = BusRecorder(source.bus)
+            await publish_test_pattern(source, channel.key, SECONDS)
+            ended_here = await sent.wait_for(PublishEnded)
+            started = await heard.wait_for(PublishStarted)
+            ended = await heard.wait_for(PublishEnded)
+            await sent.close()
+        await heard.close()
+
+    assert started.channel_id == destination.channel_id
+    assert ended.reason == "client stopped (FCUnpublish)"  # the push said goodbye
+    assert (ended.video_codec, ended.audio_codec) == ("avc1", "mp4a")  # as sent, no transcoding
+    assert ended_here.video_frames == SECONDS * FPS
+    # From the first keyframe on (one a second), everything arrived.
+    assert SECONDS * FPS - FPS <= ended.video_frames <= SECONDS * FPS
+
+
+async def test_a_target_that_is_down_costs_the_ingest_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO")
+    port = free_port()  # nothing listens there
+    secret = "platform_key_" + "x" * 20
+    async with source_node(tmp_path, f"rtmp://127.0.0.1:{port}/live/{secret}") as source:
+        channel = await create(source, "studio")
+        sent = BusRecorder(source.bus)
+        url = f"{source.rtmp_url}/{channel.key}"
+        proc = await run_process(ffmpeg_command(debian_ffmpeg(), url, seconds=SECONDS))
+        await sent.wait_for(PublishStarted)
+        [publisher] = source.ingest.publishers.values()
+        [push] = source.ingest.relays.pushes(publisher) if source.ingest.relays else []
+        _, stderr = await proc.communicate()
+        ended = await sent.wait_for(PublishEnded)
+        await sent.close()
+
+    assert proc.returncode == 0, stderr.decode()
+    assert ended.video_frames == SECONDS * FPS  # the ingest lost nothing
+    assert (push.state, push.reason) == ("retrying", "connection refused")
+    assert f"push to rtmp://127.0.0.1:{port}/live failed (connection refused)" in caplog.text
+    assert secret not in caplog.text  # the target's key is never logged
