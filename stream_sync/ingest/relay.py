@@ -139,13 +139,14 @@ class Push:
             try:
                 await self._session()
             except (OSError, ProtocolError, TimeoutError, RelayRefused) as exc:
+                if self.state == "live":
+                    delay = RETRY_FIRST  # it worked until now: try again soon
                 self.state, self.reason = "retrying", _reason(exc)
-                log.warning(
-                    "push to %s failed (%s); retrying in %g s",
-                    self.target.where,
-                    self.reason,
-                    delay,
-                )
+                where, why = self.target.where, self.reason
+                log.warning("push to %s failed (%s); retrying in %g s", where, why, delay)
+            except Exception:  # a bug: logged once per attempt, with backoff, never silent
+                self.state, self.reason = "retrying", "internal error"
+                log.exception("push to %s failed; retrying in %g s", self.target.where, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
 

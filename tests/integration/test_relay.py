@@ -14,7 +14,14 @@ from stream_sync.credentials import service
 from stream_sync.node import Node
 from stream_sync.state.interfaces import PublishEnded, PublishStarted
 from tests.integration.conftest import node_settings, publish_test_pattern, running_node
-from tests.support import BusRecorder, debian_ffmpeg, ffmpeg_command, free_port, run_process
+from tests.support import (
+    BusRecorder,
+    Relay,
+    debian_ffmpeg,
+    ffmpeg_command,
+    free_port,
+    run_process,
+)
 
 pytestmark = pytest.mark.ffmpeg
 
@@ -82,3 +89,43 @@ async def test_a_target_that_is_down_costs_the_ingest_nothing(
     assert (push.state, push.reason) == ("retrying", "connection refused")
     assert f"push to rtmp://127.0.0.1:{port}/live failed (connection refused)" in caplog.text
     assert secret not in caplog.text  # the target's key is never logged
+
+
+async def test_a_target_lost_mid_stream_is_retried_and_resumes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO")
+    seconds = 12
+    async with running_node(node_settings(tmp_path / "target")) as target:
+        destination = await create(target, "mirror")
+        heard = BusRecorder(target.bus)
+        async with Relay(target.rtmp_port) as link:
+            url = f"rtmp://127.0.0.1:{link.port}/live/{destination.key}"
+            async with source_node(tmp_path, url) as source:
+                channel = await create(source, "studio")
+                sent = BusRecorder(source.bus)
+                encoder = await run_process(
+                    ffmpeg_command(
+                        debian_ffmpeg(), f"{source.rtmp_url}/{channel.key}", seconds=seconds
+                    )
+                )
+                await heard.wait_for(PublishStarted)
+                link.cut()  # the target's network goes away
+                await heard.wait_for(PublishEnded)
+                where = f"push to rtmp://127.0.0.1:{link.port}/live"
+                await sent.until(lambda: f"{where} failed" in caplog.text)
+                link.restore()
+                await heard.until(lambda: len(heard.of(PublishStarted)) == 2)
+                _, stderr = await encoder.communicate()
+                ended_here = await sent.wait_for(PublishEnded)
+                await sent.close()
+            await heard.until(lambda: len(heard.of(PublishEnded)) == 2)
+        await heard.close()
+
+    assert encoder.returncode == 0, stderr.decode()
+    assert ended_here.video_frames == seconds * FPS  # the ingest never noticed
+    first, second = heard.of(PublishEnded)
+    assert first.reason != "client stopped (FCUnpublish)"  # cut off
+    assert second.reason == "client stopped (FCUnpublish)"  # resumed, then ended cleanly
+    assert second.video_frames > 0
+    assert caplog.text.count(f"{where} live") == 2
