@@ -38,7 +38,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("stream_sync.relay")
 
-QUEUE_BYTES = 4 * 1024 * 1024  # per target: about 7 s of a 4.5 Mbit/s stream
+# A push's queue holds at most QUEUE_MS of media time and QUEUE_BYTES: past either it
+# skips to the next keyframe. The socket's own buffers hold more; hundreds of streams
+# to one slow target must not add up to gigabytes.
+QUEUE_MS = 2000
+QUEUE_BYTES = 4 * 1024 * 1024
 CONNECT_TIMEOUT = 10.0  # TCP, handshake, connect and publish, together
 RETRY_FIRST, RETRY_MAX = 1.0, 30.0
 VIDEO, AUDIO = 9, 8
@@ -109,11 +113,16 @@ class Push:
         Codec records always go (a target that connected before the encoder sent them
         needs them); frames only from a keyframe on.
         """
+        if self.state != "live":
+            return  # connecting or retrying: a new connection starts from the records
         if self._waiting_keyframe and not _record(type_id, payload):
             if not keyframe:
                 return
             self._waiting_keyframe = False
-        if self._queued + len(payload) > QUEUE_BYTES:
+        queue = self._queue
+        if self._queued + len(payload) > QUEUE_BYTES or (
+            queue and timestamp - queue[0][1] > QUEUE_MS
+        ):
             self._queue.clear()
             self._queued = 0
             self._waiting_keyframe = True
@@ -126,6 +135,10 @@ class Push:
         self._queue.append((type_id, timestamp, payload))
         self._queued += len(payload)
         self._ready.set()
+
+    def queued(self) -> tuple[int, int]:
+        """Messages and bytes waiting to be sent."""
+        return len(self._queue), self._queued
 
     async def close(self) -> None:
         """The stream ended: tell the target (FCUnpublish) and hang up."""
@@ -197,8 +210,6 @@ class Push:
             client.send_video(0, source.video_sequence)
         if source.audio_sequence is not None:
             client.send_audio(0, source.audio_sequence)
-        self._queue.clear()
-        self._queued = 0
         self._waiting_keyframe = True  # a new connection starts with a picture
         self.state, self.reason = "live", None
         log.info("push to %s live", self.target.where)

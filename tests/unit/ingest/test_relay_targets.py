@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from stream_sync.ingest.relay import PushTarget
+from stream_sync.ingest.relay import Push, PushTarget
 from stream_sync.settings import SettingsError, load_settings
+from tests.support import free_port
 
 KEY = "live_123456789_abcdefghijklmnopqrstuvwxyz"
 
@@ -39,3 +41,26 @@ def test_a_bad_target_is_one_line_without_its_key(tmp_path: Path, url: str, mess
         load_settings(data_dir=tmp_path, push_targets=url)
     assert "PUSH_TARGETS" in str(raised.value)
     assert KEY not in str(raised.value)
+
+
+async def test_a_push_that_falls_behind_skips_to_the_next_keyframe() -> None:
+    """The queue holds 2 s of media at most; past it, everything up to a keyframe goes."""
+    source = SimpleNamespace(id="c1", metadata={}, video_sequence=None, audio_sequence=None)
+    push = Push(source, PushTarget("127.0.0.1", free_port(), "live", "x"), "studio")  # type: ignore[arg-type]
+    await push.close()  # no sending: as if the target stopped reading
+    key, frame, sound = b"\x17\x01" + bytes(100), b"\x27\x01" + bytes(100), b"\xaf\x01" + bytes(10)
+    push.media(9, 0, key, keyframe=True)  # not live yet: nothing is queued
+    assert push.queued() == (0, 0)
+    push.state = "live"
+    push.media(9, 0, frame, keyframe=False)  # a new connection starts with a picture
+    assert push.queued() == (0, 0)
+    for ms in range(0, 2001, 40):  # two seconds of video and audio, from a keyframe
+        push.media(9, ms, key if ms == 0 else frame, keyframe=ms == 0)
+        push.media(8, ms, sound, keyframe=False)
+    assert push.queued()[0] == 2 * 51
+    push.media(9, 2040, frame, keyframe=False)  # 2.04 s after the head: too far behind
+    assert (push.queued(), push.dropped) == ((0, 0), 1)
+    push.media(9, 2080, frame, keyframe=False)  # waits for a keyframe
+    push.media(8, 2080, b"\xaf\x00\x12\x10", keyframe=False)  # codec records always pass
+    push.media(9, 2120, key, keyframe=True)
+    assert push.queued() == (2, 4 + len(key))
