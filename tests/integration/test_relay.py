@@ -3,7 +3,11 @@ a second real stream-sync node through the operator's global push target."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
+import os
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,7 +24,9 @@ from tests.support import (
     debian_ffmpeg,
     ffmpeg_command,
     free_port,
+    require,
     run_process,
+    until_ready,
 )
 
 pytestmark = pytest.mark.ffmpeg
@@ -129,3 +135,78 @@ async def test_a_target_lost_mid_stream_is_retried_and_resumes(
     assert second.reason == "client stopped (FCUnpublish)"  # resumed, then ended cleanly
     assert second.video_frames > 0
     assert caplog.text.count(f"{where} live") == 2
+
+
+NGINX, RTMP_MODULE = "/usr/sbin/nginx", "/usr/lib/nginx/modules/ngx_rtmp_module.so"
+
+
+def start_nginx(folder: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """Debian's nginx-rtmp on a free loopback port, recording every stream (`record all`)."""
+    require(Path(NGINX).exists() and Path(RTMP_MODULE).exists(), "nginx with libnginx-mod-rtmp")
+    port, recordings = free_port(), folder / "recordings"
+    (folder / "logs").mkdir(parents=True)
+    recordings.mkdir()
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf = folder / "nginx.conf"
+    conf.write_text(
+        f"load_module {RTMP_MODULE};\n{user}daemon off;\nmaster_process off;\n"
+        f"pid {folder}/nginx.pid;\nerror_log {folder}/logs/error.log;\n"
+        "events { worker_connections 64; }\n"
+        f"rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{\n"
+        f"  live on; record all; record_path {recordings}; record_unique off;\n"
+        "} } }\n"
+    )
+    return subprocess.Popen([NGINX, "-c", str(conf), "-p", str(folder)]), port, recordings
+
+
+@contextlib.asynccontextmanager
+async def nginx_recording(folder: Path) -> AsyncIterator[tuple[int, Path]]:
+    nginx, port, recordings = start_nginx(folder)
+
+    async def listening() -> bool:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return False
+        writer.close()
+        return True
+
+    try:
+        await until_ready(nginx, listening, 10)
+        yield port, recordings
+    finally:
+        nginx.terminate()  # nginx-rtmp closes its recordings as it stops
+        await asyncio.to_thread(nginx.wait, 10)
+
+
+def probe(path: Path) -> tuple[list[str], float]:
+    """Codecs and duration of a recording, as ffprobe reads them."""
+    out = subprocess.run(
+        [debian_ffmpeg().replace("ffmpeg", "ffprobe"), "-v", "error", "-show_entries",
+         "stream=codec_name:format=duration", "-of", "json", str(path)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    found = json.loads(out.stdout)
+    codecs = sorted(stream["codec_name"] for stream in found["streams"])
+    return codecs, float(found["format"]["duration"])
+
+
+async def test_nginx_rtmp_records_what_the_push_sends(tmp_path: Path) -> None:
+    async with nginx_recording(tmp_path / "nginx") as (port, recordings):
+        url = f"rtmp://127.0.0.1:{port}/live/{{channel}}"
+        async with source_node(tmp_path, url) as source:
+            channel = await create(source, "studio")
+            sent = BusRecorder(source.bus)
+            await publish_test_pattern(source, channel.key, SECONDS)
+            await sent.wait_for(PublishEnded)
+            await sent.close()
+        # The source node has stopped: its push said FCUnpublish and hung up.
+    recording = recordings / "studio.flv"  # {channel}: the channel's name
+    codecs, duration = probe(recording)
+    assert codecs == ["aac", "h264"]  # as sent: no transcoding
+    assert SECONDS - 1.5 <= duration <= SECONDS + 0.5  # from the first keyframe on
+    decode = await run_process(
+        [debian_ffmpeg(), "-v", "error", "-xerror", "-i", str(recording), "-f", "null", "-"]
+    )
+    _, errors = await decode.communicate()
+    assert decode.returncode == 0, errors.decode()
