@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from stream_sync.api import thumbnails as demand
 from stream_sync.api.context import LiveStream
+from stream_sync.api.deps import SESSION_COOKIE
 from stream_sync.credentials import playback
 from stream_sync.credentials import service as credentials
 from stream_sync.db.models import Role
@@ -136,3 +137,35 @@ async def test_preview_redirects_to_the_node_that_holds_the_stream(api: Api) -> 
     query = parse_qs(location.query)
     until = int(query["until"][0])
     assert playback.verify(api.context.secrets, internal, until, query["sig"][0], time.time())
+
+
+async def test_a_page_gone_before_its_snapshot_ends_its_socket_quietly(api: Api) -> None:
+    """A network drop between the WebSocket's accept and the snapshot: no error, no log."""
+    admin = await api.signed_in("root@example.com", Role.ADMIN)
+    channel = await api.channel(admin, "studio", None)
+    cookie = admin.cookies.get(SESSION_COOKIE)
+    assert cookie
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "scheme": "ws",
+        "path": f"/api/channels/{channel['id']}/live",
+        "raw_path": f"/api/channels/{channel['id']}/live".encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), (b"cookie", f"{SESSION_COOKIE}={cookie}".encode())],
+        "client": ("203.0.113.7", 40000),
+        "server": ("testserver", 80),
+        "subprotocols": [],
+    }
+    sent: list[str] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(str(message["type"]))
+        if message["type"] == "websocket.send":
+            raise OSError("the page's network went away")  # as uvicorn's ClientDisconnected
+
+    await api.app(scope, receive, send)  # returns: nothing raised out of the route
+    assert sent == ["websocket.accept", "websocket.send"]

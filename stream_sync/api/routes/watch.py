@@ -52,7 +52,10 @@ async def watch_channel(websocket: WebSocket, channel_ref: str) -> None:
         return
     with context.live.watchers.watch(channel.id) as watch:
         context.live.thumbnail_seen(channel.id)  # its pictures come every few seconds now
-        await websocket.send_json(await snapshot(context, channel.id))
+        try:
+            await websocket.send_json(await snapshot(context, channel.id))
+        except WebSocketDisconnect:
+            return  # the page went away before its snapshot (a network drop): nothing to do
         await _forward(websocket, watch)
 
 
