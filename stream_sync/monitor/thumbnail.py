@@ -18,6 +18,7 @@ import av.error
 from av.video.codeccontext import VideoCodecContext
 
 from ..rtmp import flv
+from ..rtmp.flvfile import read_tags
 
 __all__ = ["DECODERS", "ThumbnailError", "render", "warm_up"]
 
@@ -73,15 +74,12 @@ def warm_up() -> bytes:
     A process's first picture touches some 2 MB of decoder code and tables that stay:
     a fixed cost of the feature, paid at start rather than by the first stream.
     """
-    data, pos = WARM_UP.read_bytes(), 13  # after the FLV header and PreviousTagSize0
     config = keyframe = b""
-    while pos + 11 <= len(data):
-        size = int.from_bytes(data[pos + 1 : pos + 4], "big")
-        if data[pos] == 9:
-            for packet in flv.parse_video(data[pos + 11 : pos + 11 + size]):
+    for type_id, _, payload in read_tags(WARM_UP.read_bytes()):
+        if type_id == 9:
+            for packet in flv.parse_video(payload):
                 if packet.kind is flv.PacketKind.SEQUENCE_START:
                     config = packet.body
                 elif packet.keyframe and not keyframe:
                     keyframe = packet.body
-        pos += 11 + size + 4
     return render("avc1", config, keyframe)

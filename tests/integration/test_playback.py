@@ -19,6 +19,7 @@ from stream_sync.credentials import playback as tokens
 from stream_sync.db.models import Role
 from stream_sync.ingest.playback import PlaybackLimits
 from stream_sync.node import Node
+from stream_sync.rtmp.flvfile import read_tags
 from stream_sync.state.interfaces import PublishEnded, PublishStarted, StreamStats
 from tests.support import BusRecorder, debian_ffmpeg, ffmpeg_command, run_process
 
@@ -169,17 +170,6 @@ async def test_a_viewer_that_stops_reading_is_dropped_and_nobody_else_notices(
     await owner.aclose()
 
 
-def tags(data: bytes) -> list[tuple[int, int, bytes]]:
-    """(type, timestamp, body) of each FLV tag after the 13-byte header."""
-    found, pos = [], 13
-    while pos + 11 <= len(data):
-        size = int.from_bytes(data[pos + 1 : pos + 4], "big")
-        stamp = int.from_bytes(data[pos + 4 : pos + 7], "big") | data[pos + 7] << 24
-        found.append((data[pos], stamp, data[pos + 11 : pos + 11 + size]))
-        pos += 11 + size + 4
-    return found
-
-
 async def test_a_later_viewer_starts_at_once_with_the_kept_gop(
     node: Node, bus: BusRecorder
 ) -> None:
@@ -190,17 +180,17 @@ async def test_a_later_viewer_starts_at_once_with_the_kept_gop(
         playback = node.ingest.playback
         first = playback.open(channel_id)
         chunks = first.chunks()
-        seen = b""
+        seen = await anext(chunks)  # the header and records come at once
         while not any(  # the first viewer waits for a keyframe, and the GOP starts there
-            kind == 9 and body[:2] == b"\x17\x01" for kind, _, body in tags(seen)
+            kind == 9 and body[:2] == b"\x17\x01" for kind, _, body in read_tags(seen)
         ):
             seen += await anext(chunks)
         later = playback.open(channel_id)
         start = await anext(later.chunks())  # already queued: no waiting for a keyframe
         playback.close(first)
         playback.close(later)
-    kinds = [(kind, body[:2]) for kind, _, body in tags(start)]
+    kinds = [(kind, body[:2]) for kind, _, body in read_tags(start)]
     assert kinds[:3] == [(18, b"\x02\x00"), (9, b"\x17\x00"), (8, b"\xaf\x00")]  # meta, records
     assert kinds[3] == (9, b"\x17\x01")  # then the GOP, from its keyframe, at time 0
-    assert tags(start)[3][1] == 0
+    assert read_tags(start)[3][1] == 0
     await owner.aclose()

@@ -8,6 +8,7 @@ import av
 
 from stream_sync.ingest.playback import VIDEO, Reader, flv_header, flv_tag
 from stream_sync.rtmp import flv
+from stream_sync.rtmp.flvfile import read_tags
 
 
 def test_tags_carry_size_and_32_bit_time_as_the_format_says() -> None:
@@ -34,13 +35,7 @@ def test_ffmpeg_reads_what_playback_writes() -> None:
                 out.mux(packet)
         for packet in stream.encode(None):
             out.mux(packet)
-    data = source.getvalue()
-    tags, pos = [], 13
-    while pos + 11 <= len(data):
-        size = int.from_bytes(data[pos + 1 : pos + 4], "big")
-        stamp = int.from_bytes(data[pos + 4 : pos + 7], "big") | data[pos + 7] << 24
-        tags.append((data[pos], stamp, data[pos + 11 : pos + 11 + size]))
-        pos += 11 + size + 4
+    tags = read_tags(source.getvalue())
     rewritten = flv_header(audio=False, video=True) + b"".join(
         flv_tag(kind, stamp, body) for kind, stamp, body in tags
     )

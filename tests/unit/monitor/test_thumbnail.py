@@ -12,6 +12,7 @@ import pytest
 from stream_sync.monitor.thumbnail import ThumbnailError, render, warm_up
 from stream_sync.rtmp import flv
 from stream_sync.rtmp.flv import PacketKind
+from stream_sync.rtmp.flvfile import read_tags
 from tests.support import debian_ffmpeg, static_ffmpeg
 
 
@@ -24,17 +25,14 @@ def keyframes(
     video = ["-c:v", encoder, "-g", "30", "-pix_fmt", "yuv420p"]
     command = [ffmpeg or debian_ffmpeg(), "-v", "error", *source, *video, "-f", "flv", str(out)]
     subprocess.run(command, check=True)
-    data = out.read_bytes()
-    pos, config, found = 13, b"", []
-    while pos + 11 <= len(data):  # FLV tags: 11-byte header, payload, 4-byte back pointer
-        size = int.from_bytes(data[pos + 1 : pos + 4], "big")
-        if data[pos] & 0x1F == 9:
-            for packet in flv.parse_video(data[pos + 11 : pos + 11 + size]):
+    config, found = b"", []
+    for type_id, _, payload in read_tags(out.read_bytes()):
+        if type_id == 9:
+            for packet in flv.parse_video(payload):
                 if packet.kind is PacketKind.SEQUENCE_START:
                     config = packet.body
                 elif packet.keyframe:
                     found.append(packet.body)
-        pos += 11 + size + 4
     return config, found
 
 
