@@ -33,7 +33,7 @@ from .servers import ServerSet, ensure_nginx
 RESULTS = Path(__file__).resolve().parent / "results"
 QUICK_RESULTS = flvfile.CACHE_DIR / "results"
 PROFILES = flvfile.CACHE_DIR / "profiles"
-SERVERS = ("embedded", "nothumb", "redis", "nginx")
+SERVERS = ("embedded", "nothumb", "redis", "nginx", "embedded-push", "nginx-push")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,9 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scenarios", default="a,b50,b200,b400,c,d",
                         help="a (=a4096,a128), a4096, a128, b (=b50,b200), b50, b200, b400 "
                         "(Redis and nginx only), c, d; comma-separated")  # fmt: skip
-    parser.add_argument(
-        "--servers", default=",".join(SERVERS), help="embedded, nothumb, redis, nginx"
-    )
+    parser.add_argument("--servers", default=",".join(SERVERS), help=", ".join(SERVERS))
     parser.add_argument("--repeat", type=int, default=3, help="repetitions (median and range)")
     parser.add_argument("--quick", action="store_true", help="a fifth of the publishers, 5 s")
     parser.add_argument("--duration", type=float, help="override every scenario's duration (s)")

@@ -29,7 +29,15 @@ SERVER_LABELS = {
     "nothumb": "stream-sync (SQLite, in-process), thumbnails off",
     "redis": "stream-sync (Redis + PostgreSQL)",
     "nginx": "nginx-rtmp",
+    "embedded-push": "stream-sync (SQLite, in-process), pushing every stream",
+    "nginx-push": "nginx-rtmp, pushing every stream (`push`)",
 }
+REFERENCES = ("nginx", "nginx-push")
+
+
+def reference_of(server: str) -> str:
+    """What a server is compared with: the pushing variants with nginx-rtmp's `push`."""
+    return "nginx-push" if server.endswith("-push") else "nginx"
 
 
 def _first_line(args: list[str]) -> str:
@@ -161,7 +169,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _ordered(folded: dict[tuple[str, str], Folded], keys: list[str]) -> list[tuple[str, str]]:
-    order = ["embedded", "nothumb", "redis", "nginx"]
+    order = ["embedded", "nothumb", "redis", "nginx", "embedded-push", "nginx-push"]
     present = [k for k in folded if k[0] in keys]
     return sorted(present, key=lambda k: (keys.index(k[0]), order.index(k[1])))
 
@@ -199,8 +207,8 @@ def markdown(doc: dict[str, Any]) -> str:
                 str(SCENARIOS[scen].chunk_size),
                 f.cell("MBps", "{:.0f}"),
                 f.cell("cpu_s_per_gb"),
-                "-" if server == "nginx" else ratio_cell(
-                    paired_ratios(runs, scen, server, "cpu_s_per_gb")
+                "-" if server in REFERENCES else ratio_cell(
+                    paired_ratios(runs, scen, server, "cpu_s_per_gb", reference_of(server))
                 ),
                 f.cell("cpu_pct", "{:.0f}"),
                 _failures(f),
@@ -225,8 +233,8 @@ def markdown(doc: dict[str, Any]) -> str:
                 SERVER_LABELS.get(server, server),
                 f.cell("cpu_pct", "{:.1f}"),
                 f.cell("cpu_s_per_gb"),
-                "-" if server == "nginx" else ratio_cell(
-                    paired_ratios(runs, scen, server, "cpu_s_per_gb")
+                "-" if server in REFERENCES else ratio_cell(
+                    paired_ratios(runs, scen, server, "cpu_s_per_gb", reference_of(server))
                 ),
                 f.cell("ingested_ratio", "{:.2f} %", 100),
                 f.cell("rss_peak_hwm_kib", "{:.0f}", 1 / 1024),
@@ -240,7 +248,7 @@ def markdown(doc: dict[str, Any]) -> str:
                 "server",
                 "CPU % (of one core)",
                 "CPU-s per GB",
-                "x nginx (CPU/GB)",
+                "x nginx-rtmp (CPU/GB)",
                 "ingested/offered",
                 "peak RSS MiB",
                 "RSS KiB/publisher above idle",
@@ -250,6 +258,20 @@ def markdown(doc: dict[str, Any]) -> str:
             rows,
         )
         out.append("")
+        pushing = [key for key in _ordered(folded, b_keys) if key[1].endswith("-push")]
+        if pushing:
+            out += [
+                "Pushing rows are compared with nginx-rtmp pushing the same streams. Bytes "
+                "the push target received per byte ingested (RTMP framing included; each "
+                "push starts at the stream's next keyframe):",
+                "",
+                *(
+                    f"- {SERVER_LABELS.get(server, server)}, {scen}: "
+                    + folded[(scen, server)].cell("pushed_ratio", "{:.3f}")
+                    for scen, server in pushing
+                ),
+                "",
+            ]
     if any(run["scenario"] == "c" for run in runs):
         storm = max((r["publishers"] for r in runs if r["scenario"] == "c" and "publishers" in r),
                     default=0)  # fmt: skip

@@ -321,6 +321,10 @@ def _numbers(
             "batch_ms": options.batch_ms,
         },
     }
+    if server.sink is not None:  # what the push target received, RTMP framing included
+        pushed = server.sink.server_bytes()
+        result["bytes_pushed"] = pushed
+        result["pushed_ratio"] = round(pushed / ingested, 4) if ingested else None
     starts = [p.start_ms for p in load.publishers if p.start_ms is not None]
     result["start_ms_p50"] = _ms(starts, 50)
     result["start_ms_p99"] = _ms(starts, 99)

@@ -9,6 +9,11 @@
 - nginx-rtmp, the reference: Debian's nginx with libnginx-mod-rtmp, `live on; record
   off`, its RTMP access log on (its default, the counterpart of stream-sync's info
   lines), plus an HTTP listener for `rtmp_stat` so its own byte counters can be read.
+- "embedded-push" and "nginx-push" (issue 12): the same two, each pushing every stream
+  on to one target (stream-sync: `push_targets` with ``{channel}``; nginx-rtmp: its
+  `push` directive). The target is a third process, an nginx-rtmp that takes the
+  streams and drops them (`PushSink`), started and stopped with the server under
+  test and never measured; its byte count says how much of each push arrived.
 
 A server is restarted for every measurement: Python rarely returns memory to the
 system, so only a fresh process gives an honest idle RSS, and the key caches start
@@ -93,6 +98,7 @@ class Server:
     log_path: Path | None = None
     starts: int = 0
     notes: list[str] = field(default_factory=list)
+    sink: PushSink | None = None  # where the push variants send every stream
 
     @property
     def pid(self) -> int:
@@ -118,6 +124,8 @@ class Server:
         return dict(os.environ)
 
     def start(self) -> None:
+        if self.sink is not None:
+            self.sink.start()
         self.starts += 1
         self.port = netstat.free_port()
         self.log_path = self.workdir / f"{self.name}-{self.starts}.log"
@@ -142,6 +150,13 @@ class Server:
         return netstat.port_open(self.port)
 
     def stop(self) -> None:
+        try:
+            self._stop_process()
+        finally:
+            if self.sink is not None:
+                self.sink.stop()
+
+    def _stop_process(self) -> None:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
@@ -226,6 +241,8 @@ class StreamSync(Server):
         env["STREAM_SYNC_MAX_REFUSAL_DELAY"] = "0"
         if not self.thumbnails:
             env["STREAM_SYNC_THUMBNAIL_INTERVAL"] = "0"
+        if self.sink is not None:
+            env["STREAM_SYNC_PUSH_TARGETS"] = f"{self.sink.url}/{{channel}}"
         if self.redis:
             self.prefix = f"ssbench{secrets.token_hex(4)}"
             env["STREAM_SYNC_REDIS_URL"] = REDIS_URL
@@ -310,7 +327,10 @@ class Nginx(Server):
     def command(self) -> list[str]:
         self.stat_port = netstat.free_port()
         (self.workdir / "logs").mkdir(exist_ok=True)
-        self.conf.write_text(nginx_config(self.port, self.stat_port, self.workdir, self.workers))
+        push = self.sink.url if self.sink is not None else None
+        self.conf.write_text(
+            nginx_config(self.port, self.stat_port, self.workdir, self.workers, push=push)
+        )
         return [NGINX, "-c", str(self.conf), "-p", str(self.workdir)]
 
     def ready(self) -> bool:
@@ -333,8 +353,11 @@ class Nginx(Server):
         return int(self.stat().findtext("bytes_in") or 0)
 
 
-def nginx_config(port: int, stat_port: int, workdir: Path, workers: int) -> str:
+def nginx_config(
+    port: int, stat_port: int, workdir: Path, workers: int, *, push: str | None = None
+) -> str:
     user = "user root;\n" if os.geteuid() == 0 else ""
+    push_line = f"push {push};" if push else ""
     return f"""load_module {RTMP_MODULE};
 {user}worker_processes {workers};
 daemon off;
@@ -351,6 +374,7 @@ rtmp {{
         application live {{
             live on;
             record off;
+            {push_line}
         }}
     }}
 }}
@@ -384,6 +408,23 @@ def nginx_version() -> str:
     return (out.stderr or out.stdout).splitlines()[0] if (out.stderr or out.stdout) else "?"
 
 
+class PushSink(Nginx):
+    """The push variants' target: nginx-rtmp taking every stream, keeping none of it."""
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.name = "push-sink"
+        self.notes.clear()
+
+    @property
+    def url(self) -> str:
+        return f"rtmp://{netstat.HOST}:{self.port}/live"
+
+    def start(self) -> None:
+        self.workdir.mkdir(mode=0o700, exist_ok=True)
+        super().start()
+
+
 class ServerSet:
     """Every server of a run in one temp dir; all stopped and cleaned up on exit."""
 
@@ -394,14 +435,20 @@ class ServerSet:
         for name in names:
             workdir = self.root / name
             workdir.mkdir(mode=0o700)
-            if name == "nginx":
-                self.servers[name] = Nginx(workdir, workers=nginx_workers)
-            elif name in ("embedded", "redis", "nothumb"):
-                self.servers[name] = StreamSync(
+            server: Server
+            if name in ("nginx", "nginx-push"):
+                server = Nginx(workdir, workers=nginx_workers)
+                server.name = name
+            elif name in ("embedded", "redis", "nothumb", "embedded-push"):
+                server = StreamSync(
                     name, workdir, redis=name == "redis", thumbnails=name != "nothumb"
                 )
             else:
                 raise ValueError(f"unknown server {name!r}")
+            if name.endswith("-push"):
+                server.sink = PushSink(workdir / "sink")
+                server.notes.append("every stream pushed to a local nginx-rtmp (not measured)")
+            self.servers[name] = server
 
     def __enter__(self) -> ServerSet:
         return self

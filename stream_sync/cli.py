@@ -45,6 +45,7 @@ from .ingest.keycheck import KeyChecker
 from .monitor import history
 from .node import ALL_ROLES, Node, Role, Store, open_store
 from .operations import ControlPlane
+from .outputs import targets as push_targets
 from .servers import service as servers
 from .settings import MAX_WORKERS, Settings, SettingsError, load_settings
 from .state.engines import open_state
@@ -875,6 +876,7 @@ def secrets_rotate(**options: Any) -> None:
         async with open_store(settings) as store, store.sessions() as session:
             count = await service.rehash_all_keys(session, secrets=store.secrets, actor=_actor())
             await endpoints.reencrypt_secrets(session, secrets=store.secrets)
+            await push_targets.reencrypt_keys(session, secrets=store.secrets)
         server_secrets.drop_previous_secrets(settings.data_dir)
         return count
 

@@ -27,7 +27,7 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Hashable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -54,9 +54,12 @@ from .ingest import tls
 from .ingest.admission import KeyAdmission, TakeoverPolicy
 from .ingest.guard import Guard
 from .ingest.keycheck import CacheTimes, KeyChecker
+from .ingest.outputs import RECORD, OutputsHub, Sink
 from .ingest.playback_http import playback_app
+from .ingest.protocol import RtmpProtocol
 from .ingest.recorder import DatabaseRecorder
-from .ingest.relay import RelayHub
+from .ingest.recording import RecordingLimits, Recordings
+from .ingest.relay import Push
 from .ingest.server import IngestServer as RtmpIngest
 from .ingest.server import Upkeep
 from .ingest.thumbnails import Thumbnailer, ThumbnailPolicy
@@ -64,11 +67,16 @@ from .monitor import lifecycle
 from .monitor.health_changes import HealthWatcher
 from .monitor.nodes import NodeWatcher
 from .operations import ControlPlane
+from .outputs.destinations import PushTarget
+from .outputs.plan import ChannelOutputs, load_outputs
+from .recordings import files as recording_files
+from .recordings import upkeep as recording_upkeep
 from .settings import Settings, url_host
+from .state.coalesce import Coalescer
 from .state.codec import decode_event
 from .state.engines import StateEngines, open_state
 from .state.errors import StateUnavailable
-from .state.interfaces import BusEvent, NodeInfo
+from .state.interfaces import BusEvent, NodeInfo, RecordingDeleted
 from .webhooks.runner import Webhooks
 from .workers import worker_node_id
 from .workers.link import worker_environment
@@ -217,6 +225,7 @@ class Node:
         self._tls: ssl.SSLContext | None = None  # RTMPS, when this process listens for it
         self._ingest: RtmpIngest | None = None
         self._recorder: DatabaseRecorder | None = None
+        self._recordings: Recordings | None = None  # this process's, when it runs ingest
         self._workers: Supervisor | None = None  # when this process supervises workers
         self._port: PortReservation | None = None  # the RTMP port the workers share
         self._tls_port: PortReservation | None = None  # and the RTMPS one
@@ -401,10 +410,11 @@ class Node:
             )
             if settings.thumbnail_interval
             else None,
-            relays=RelayHub(targets) if (targets := settings.push_target_list()) else None,
+            outputs=self._outputs_hub(),
         )
         if self._ingest.thumbnails is not None:
             await self._ingest.thumbnails.warm_up()
+        await self._recover_recordings()
         host, shared = settings.host, self.worker_index is not None
         self.rtmp_port = await self._ingest.start(host, settings.rtmp_port, reuse_port=shared)
         if (files := settings.tls_files()) is not None:
@@ -414,7 +424,41 @@ class Node:
             )
         self._background(self.refusals.run())
         self._background(self._heartbeat())
+        self._background(self._recording_retention())
+        self._background(self._recording_deletions())
         log.info("RTMP ingest listening on %s", self._urls())
+
+    def _outputs_hub(self) -> OutputsHub:
+        """Pushes (the operator's and each channel's targets) and recordings."""
+        settings, store = self.settings, self.store
+        push_tls = settings.push_tls()
+
+        async def load(channel_ids: Sequence[int]) -> list[ChannelOutputs]:
+            async with store.sessions() as session:
+                return await load_outputs(session, store.secrets, channel_ids)
+
+        recordings = self._recordings = Recordings(
+            folder=settings.recordings_path(),
+            node=self.name,
+            limits=RecordingLimits(
+                max_bytes=settings.recording_max_bytes,
+                max_seconds=settings.recording_max_seconds,
+            ),
+            sessions=store.sessions,
+        )
+
+        def make(key: Hashable, source: RtmpProtocol, channel_name: str) -> Sink:
+            if isinstance(key, PushTarget):
+                return Push(key, channel_name, push_tls)
+            if key == RECORD:
+                return recordings.sink(source, channel_name)
+            raise ValueError(f"no output of kind {key!r} on this node")
+
+        return OutputsHub(
+            make=make,
+            global_targets=settings.push_target_list(),
+            load=Coalescer(load),
+        )
 
     def _urls(self) -> str:
         rtmps = self.rtmps_url
@@ -464,7 +508,7 @@ class Node:
         self.playback_port = sock.getsockname()[1]
         secure = self._tls
         config = uvicorn.Config(
-            playback_app(self.ingest.playback, self.store.secrets),
+            playback_app(self.ingest.playback, self.store.secrets, settings.recordings_path()),
             ssl_context_factory=None if secure is None else lambda *_: secure,
             log_config=None,
             access_log=False,
@@ -491,9 +535,11 @@ class Node:
         if self._recorder is not None:
             self._recorder.stop_waiting()  # a database down must not hold the shutdown
         if self._ingest is not None:
-            await self._ingest.shutdown(self.settings.shutdown_grace)
+            await self._ingest.shutdown(self.settings.shutdown_grace)  # recordings finished
             with contextlib.suppress(StateUnavailable):
                 await self.state.registry.remove(self.name)
+        if self._recordings is not None:
+            await self._recordings.close()
         for task in self._tasks:
             task.cancel()  # the refusal aggregator flushes what it holds as it stops
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -534,6 +580,7 @@ class Node:
         while True:
             ingest = self.ingest
             media = sum(p.conn.counters.media_bytes for p in ingest.publishers.values())
+            media += ingest.outputs.sent_bytes() if ingest.outputs is not None else 0
             now = time.monotonic()
             if now > last_time:
                 self._mbps = max(0.0, media - last_bytes) * 8 / 1e6 / (now - last_time)
@@ -573,6 +620,58 @@ class Node:
             except Exception:
                 log.exception("retention purge failed; will retry")
             await asyncio.sleep(RETENTION_INTERVAL)
+
+    async def _recover_recordings(self) -> None:
+        """Recordings a previous run of this node left open (a crash) are closed first."""
+        if self._recordings is None:
+            return
+        try:
+            closed = await recording_upkeep.recover(
+                self.sessions, self._recordings.folder, self.name
+            )
+        except Exception:
+            log.exception("recordings left open by a previous run not closed; next start")
+            return
+        if closed:
+            log.info("%d recordings left open by a previous run were closed", closed)
+
+    async def _recording_retention(self) -> None:
+        """This node's recordings past ``recording_retention_days`` go, files and rows."""
+        recordings, days = self._recordings, self.settings.recording_retention_days
+        if recordings is None or not days:
+            return
+        while True:
+            try:
+                purged = await recording_upkeep.purge(
+                    self.sessions,
+                    recordings.folder,
+                    self.name,
+                    days=days,
+                    writing=frozenset(recordings.writing),
+                )
+                if purged.rows or purged.files:
+                    log.info("recording retention: %s", purged)
+            except Exception:
+                log.exception("recording retention failed; will retry")
+            await asyncio.sleep(RETENTION_INTERVAL)
+
+    async def _recording_deletions(self) -> None:
+        """Recordings deleted through an API process elsewhere: their files here go too."""
+        recordings = self._recordings
+        if recordings is None:
+            return
+        subscription = self.bus.subscribe()
+        try:
+            async for event in subscription:
+                if isinstance(event, RecordingDeleted) and event.node == self.name:
+                    try:
+                        await asyncio.to_thread(
+                            recording_files.delete, recordings.folder, event.path
+                        )
+                    except (OSError, recording_files.UnsafePath) as exc:
+                        log.warning("recording file not deleted: %s", type(exc).__name__)
+        finally:
+            subscription.close()
 
     async def _close_node_sessions(self, node: str) -> list[BusEvent]:
         """A node's streams are gone: their channels reconnect within grace, or go offline."""

@@ -24,7 +24,13 @@ from .db.models import Role
 from .servers import service as servers
 from .servers.errors import ServerNotFound
 from .state.errors import StateUnavailable
-from .state.interfaces import DrainRequested, EventBus, KeyRevoked, StopRequested
+from .state.interfaces import (
+    DrainRequested,
+    EventBus,
+    KeyRevoked,
+    OutputsChanged,
+    StopRequested,
+)
 
 log = logging.getLogger("stream_sync")
 
@@ -61,7 +67,14 @@ class ControlPlane:
         for channel_id, key_id in pairs:
             await self._announce(KeyRevoked(channel_id, key_id))
 
-    async def _announce(self, event: KeyRevoked | StopRequested | DrainRequested) -> None:
+    async def outputs_changed(self, channel_id: int) -> None:
+        """After a commit that changed a channel's push targets or record switch: the
+        node holding its live stream applies it now (the next publish reads it anyway)."""
+        await self._announce(OutputsChanged(channel_id))
+
+    async def _announce(
+        self, event: KeyRevoked | StopRequested | DrainRequested | OutputsChanged
+    ) -> None:
         if self.bus is None:
             return
         try:

@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 import socket
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -21,8 +22,8 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .ingest.guard import GuardLimits
-from .ingest.relay import PushTarget
 from .monitor.health import HealthThresholds
+from .outputs.destinations import PushTarget
 from .rtmp.config import RtmpConfig
 from .webhooks.policy import RetryPolicy, SenderLimits
 
@@ -139,8 +140,20 @@ class Settings(BaseSettings):
     health_change_after: float = Field(10.0, ge=0, le=3600)
 
     # Relay (ingest/relay.py): every live stream is pushed to each of these
-    # rtmp://host[:port]/app/stream URLs ({channel} in the stream name: the channel's).
+    # rtmp[s]://host[:port]/app/stream URLs ({channel} in the stream name: the
+    # channel's), beside the channel's own targets. RTMPS targets are checked against
+    # the system's CAs, and push_ca_file's too (a private origin).
     push_targets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    push_ca_file: Path | None = None
+
+    # Recording (ingest/recording.py): channels with the record switch on are written
+    # to FLV files under recordings_dir (default: <data_dir>/recordings), one file per
+    # session, a new part past either limit; each ingest node deletes its own files
+    # older than recording_retention_days (0 keeps them).
+    recordings_dir: Path | None = None
+    recording_max_bytes: int = Field(4 * 1024**3, ge=1024**2, le=1024**4)
+    recording_max_seconds: float = Field(6 * 3600.0, ge=10, le=7 * 86_400)
+    recording_retention_days: int = Field(30, ge=0, le=36500)
 
     # Playback preview (ingest/playback.py): an ingest process without the API role
     # (a worker, `stream-sync ingest`) serves its streams on this port; worker i on
@@ -199,8 +212,30 @@ class Settings(BaseSettings):
             PushTarget.parse(url)  # InvalidTarget is a ValueError: says what, not the key
         return value
 
+    def recordings_path(self) -> Path:
+        """Where this node's recordings go: ``recordings_dir``, or the data folder's."""
+        return self.recordings_dir or self.data_dir / "recordings"
+
     def push_target_list(self) -> list[PushTarget]:
         return [PushTarget.parse(url) for url in self.push_targets]
+
+    def push_tls(self) -> ssl.SSLContext:
+        """The client context of RTMPS pushes: certificates and host names checked."""
+        context = ssl.create_default_context()
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.push_ca_file is not None:
+            context.load_verify_locations(cafile=self.push_ca_file)  # checked when loaded
+        return context
+
+    @field_validator("push_ca_file")
+    @classmethod
+    def _push_ca_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                ssl.create_default_context().load_verify_locations(cafile=value)
+            except (OSError, ssl.SSLError):
+                raise ValueError("must be a readable PEM file of CA certificates") from None
+        return value
 
     @field_validator("allowed_video_codecs", "allowed_audio_codecs", mode="before")
     @classmethod

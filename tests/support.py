@@ -107,6 +107,30 @@ def ffmpeg_command(
     ]
 
 
+def probe_file(path: Path) -> tuple[list[str], float]:
+    """Codecs and duration of a media file, as ffprobe reads them."""
+    import json
+
+    ffprobe = debian_ffmpeg().replace("ffmpeg", "ffprobe")
+    out = subprocess.run(
+        [ffprobe, "-v", "error", "-show_entries", "stream=codec_name:format=duration",
+         "-of", "json", str(path)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    found = json.loads(out.stdout)
+    codecs = sorted(stream["codec_name"] for stream in found["streams"])
+    return codecs, float(found["format"]["duration"])
+
+
+def decode_errors(path: Path) -> str:
+    """What FFmpeg says decoding the whole file (nothing, for a sound file)."""
+    out = subprocess.run(
+        [debian_ffmpeg(), "-v", "error", "-xerror", "-i", str(path), "-f", "null", "-"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return out.stderr if out.returncode == 0 else out.stderr or f"exit status {out.returncode}"
+
+
 def gst_command(exe: str, sink: list[str], *, frames: int) -> list[str]:
     """The captures' GStreamer pipeline (H.264 Main + AAC through flvmux) into sink."""
     audio_buffers = frames * 48000 // 15 // 1024

@@ -11,13 +11,13 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
-from ..ingest.playback_http import playback_route
+from ..ingest.playback_http import playback_route, recording_route
 from ..web import pages
 from . import errors
 from .context import ApiContext
 from .deps import connection_address
 from .errors import error_body
-from .routes import admin, auth, channels, health, watch, webhooks
+from .routes import admin, auth, channels, health, push_targets, recordings, watch, webhooks
 
 
 def create_app(context: ApiContext) -> FastAPI:
@@ -30,10 +30,12 @@ def create_app(context: ApiContext) -> FastAPI:
     )
     app.state.context = context
     errors.install(app)
-    for module in (health, auth, channels, admin, webhooks, watch, pages):
+    for module in (health, auth, channels, push_targets, recordings, admin, webhooks, watch, pages):
         app.include_router(module.router)
     if context.playback is not None:  # ingest runs here too: its streams play from here
         app.router.routes.append(playback_route(context.playback, context.secrets))
+        folder = context.settings.recordings_path()  # and its recordings download from here
+        app.router.routes.append(recording_route(folder, context.secrets))
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     app.add_middleware(BodyLimit, context=context)
     app.add_middleware(RateLimit, context=context)  # outermost: a flood is refused first

@@ -34,6 +34,7 @@ class LiveStream:
     health: dict[str, Any] = field(default_factory=dict)
     last_update: float = 0.0  # epoch seconds of the last statistics
     thumbnail_at: float | None = None  # epoch seconds of the stream's latest picture
+    outputs: list[dict[str, Any]] = field(default_factory=list)  # pushes and recording
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +49,7 @@ class LiveStream:
             "health": self.health,
             "last_update": self.last_update,
             "thumbnail_at": self.thumbnail_at,
+            "outputs": self.outputs,
         }
 
 

@@ -96,6 +96,7 @@ class BusLiveView:
                 dict(event.health),
                 event.at,
                 event.thumbnail_at,
+                list(event.outputs),
             )
         elif isinstance(event, PublishRefused):
             self.refusals[event.reason] = self.refusals.get(event.reason, 0) + 1

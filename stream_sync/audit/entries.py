@@ -47,6 +47,10 @@ class AuditAction(StrEnum):
     WEBHOOK_UPDATED = "webhook.updated"
     WEBHOOK_DELETED = "webhook.deleted"
     WEBHOOK_REDELIVERED = "webhook.redelivered"
+    PUSH_TARGET_ADDED = "push_target.added"
+    PUSH_TARGET_UPDATED = "push_target.updated"
+    PUSH_TARGET_DELETED = "push_target.deleted"
+    RECORDING_DELETED = "recording.deleted"
 
 
 @dataclass(frozen=True, slots=True)

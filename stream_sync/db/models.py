@@ -174,6 +174,8 @@ class Channel(Base):
     grace_seconds: Mapped[int | None] = mapped_column(Integer)
     # Measured like any stream, shown as "testing", never announced as live.
     test_mode: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # Write each session to disk (ingest/recording.py); the owner turns it on.
+    record: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
 
 class StreamKey(Base):
@@ -407,3 +409,56 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class PushTarget(Base):
+    """Where a channel's live stream is relayed: a platform's ingest URL and its key."""
+
+    __tablename__ = "push_targets"
+    # Never reuse an id on SQLite: it is the key's associated data and names the
+    # target in the dashboard's live state.
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel_id: Mapped[int] = mapped_column(
+        ForeignKey("channels.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(64))  # "YouTube", "Twitch", "origin"
+    # rtmp[s]://host[:port]/app: shown to the owner; the stream key is kept apart.
+    url: Mapped[str] = mapped_column(String(1024))
+    # AES-GCM of the platform's stream key under the server's encryption key, like
+    # our own keys (credentials.crypto), with "push:<id>" as associated data.
+    key_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    key_hint: Mapped[str] = mapped_column(String(8))  # its last characters, to tell keys apart
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Recording(Base):
+    """One file of a recorded session, on the disk of the node that wrote it.
+
+    A session longer than the size or duration limit is written as several parts.
+    Rows outlive their sessions' rows (no foreign key) and go with their files.
+    """
+
+    __tablename__ = "recordings"
+    __table_args__ = (
+        CheckConstraint("status IN ('recording', 'complete', 'failed')", name="status"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    channel_id: Mapped[int] = mapped_column(
+        ForeignKey("channels.id", ondelete="CASCADE"), index=True
+    )
+    session_id: Mapped[int | None] = mapped_column(BigInteger)
+    node: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(512))  # relative to the node's recordings folder
+    part: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(16), default="recording")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    duration_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    end_reason: Mapped[str | None] = mapped_column(String(128))

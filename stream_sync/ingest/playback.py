@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 from ..rtmp import amf0, flv
 
 if TYPE_CHECKING:
+    from .outputs import Sink
     from .protocol import RtmpProtocol
-    from .relay import Push
     from .server import IngestServer
 
 log = logging.getLogger("stream_sync.ingest")
@@ -112,16 +112,16 @@ class Reader:
 
 
 class Broadcast:
-    """One live publish's readers and pushes, and the GOP that lets a new reader start at once.
+    """One live publish's readers and sinks, and the GOP that lets a new reader start at once.
 
-    Pushes (relay.py) get every message with its keyframe flag; the GOP is kept only
-    while readers exist.
+    Sinks (pushes, the recording: outputs.py) get every message with its keyframe
+    flag; the GOP is kept only while readers exist.
     """
 
     def __init__(self, proto: RtmpProtocol, limits: PlaybackLimits) -> None:
         self.proto = proto
         self.readers: set[Reader] = set()
-        self.relays: list[Push] = []
+        self.sinks: list[Sink] = []
         self._limits = limits
         self._gop: list[tuple[int, int, bytes]] = []  # (type, timestamp, payload) from a keyframe
         self._gop_bytes = 0
@@ -146,8 +146,8 @@ class Broadcast:
 
     def media(self, type_id: int, timestamp: int, payload: bytes) -> None:
         keyframe = type_id == VIDEO and _keyframe(payload)
-        for push in self.relays:
-            push.media(type_id, timestamp, payload, keyframe)
+        for sink in self.sinks:
+            sink.media(type_id, timestamp, payload, keyframe)
         if not self.readers:
             return
         if keyframe:
@@ -183,13 +183,13 @@ class Broadcast:
         if not self.readers:
             self._gop.clear()
             self._gop_bytes, self._gop_whole = 0, False
-            if not self.relays and self.proto.broadcast is self:
+            if not self.sinks and self.proto.broadcast is self:
                 self.proto.broadcast = None
                 self.proto.conn.collect_media = False
 
     def end(self, why: str) -> None:
-        """The publish ended: every reader's response ends, the pushes hear no more."""
-        self.relays.clear()
+        """The publish ended: every reader's response ends, the sinks hear no more."""
+        self.sinks.clear()
         for reader in list(self.readers):
             reader.end(why)
             self.leave(reader)

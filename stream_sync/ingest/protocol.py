@@ -48,7 +48,7 @@ from .guard import FAILURES
 from .playback import Broadcast
 
 if TYPE_CHECKING:
-    from .relay import Push
+    from .outputs import Sink
     from .server import IngestServer
 
 log = logging.getLogger("stream_sync.ingest")
@@ -413,20 +413,31 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         self.awaiting_media = True
         self.start_unrecorded = True
         self.journal(self._record_start(decision))
-        if server.relays is not None:
-            server.relays.started(self, decision.channel_name)
+        if server.outputs is not None:
+            server.outputs.started(self, decision.channel_id, decision.channel_name)
         if not self._drive(conn.accept_publish, event.stream_id):
             return
         if self._reading_paused and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
 
-    def attach_relays(self, pushes: list[Push]) -> None:
-        """Pushes to other servers (relay.py) hear every media message from now on."""
+    def attach_sink(self, sink: Sink) -> None:
+        """A push or the recording (outputs.py) hears every media message from now on."""
         if self.broadcast is None:
             self.broadcast = Broadcast(self, self.server.playback.limits)
             self.conn.collect_media = True
-        self.broadcast.relays.extend(pushes)
+        if sink not in self.broadcast.sinks:
+            self.broadcast.sinks.append(sink)
+
+    def detach_sink(self, sink: Sink) -> None:
+        """It hears no more; with nothing else listening, media delivery goes off."""
+        broadcast = self.broadcast
+        if broadcast is None or sink not in broadcast.sinks:
+            return
+        broadcast.sinks.remove(sink)
+        if not broadcast.sinks and not broadcast.readers:
+            self.broadcast = None
+            self.conn.collect_media = False
 
     def journal(self, step: Coroutine[Any, Any, None]) -> None:
         """Record a change of this publish after every change recorded before it.
@@ -516,8 +527,8 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         server.poller.give_back(self)
         if self.broadcast is not None:
             self.broadcast.end("the stream ended")
-        if server.relays is not None:
-            server.spawn(server.relays.ended(self))
+        if server.outputs is not None:
+            server.outputs.ended(self, grant.channel_id, end_kind(reason), self.grace)
         log.info(
             "conn=%s publish ended channel=%s key_id=%s reason=%r",
             self.id,

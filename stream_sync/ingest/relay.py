@@ -1,14 +1,15 @@
-"""Pushing live streams on to other RTMP servers (issue 12), first step: the operator's
-global targets (``push_targets``: a packager, an origin), for every live stream.
+"""Pushing live streams on to other RTMP servers: the operator's targets
+(``push_targets``: a packager, an origin) and each channel's own (YouTube, Twitch).
 
 Each stream is pushed to each target by our own RTMP client (rtmp/client.py), over
-its own connection: the metadata and codec records first, then the media as
-received, from the next keyframe, with no transcoding. A target that is slow or
-down touches neither the ingest nor the other targets. Its queue is bounded in
-bytes: when full it drops what it holds and resumes at the next keyframe (viewers
-see a jump, never an ever-growing delay); a lost or refused connection is retried
-with backoff (1 s doubling to 30 s) for as long as the stream is live. A target URL
-often carries a platform's stream key, so only its host and app ever reach a log.
+its own connection, RTMPS when the URL says so: the metadata and codec records
+first, then the media as received, from the next keyframe, with no transcoding. A
+target that is slow or down touches neither the ingest nor the other targets. Its
+queue is bounded in bytes: when full it drops what it holds and resumes at the next
+keyframe (viewers see a jump, never an ever-growing delay); a lost or refused
+connection is retried with backoff (1 s doubling to 30 s) for as long as the stream
+is live. A target URL often carries a platform's stream key, so only its host and
+app ever reach a log.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections import deque
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
+from ..outputs.destinations import PushTarget
 from ..rtmp import flv
 from ..rtmp.client import (
     ClientConnection,
@@ -32,6 +33,7 @@ from ..rtmp.client import (
 )
 from ..rtmp.errors import ProtocolError
 from ..state.inprocess import LogThrottle
+from .outputs import Timeline
 
 if TYPE_CHECKING:
     from .protocol import RtmpProtocol
@@ -43,69 +45,76 @@ log = logging.getLogger("stream_sync.relay")
 # to one slow target must not add up to gigabytes.
 QUEUE_MS = 2000
 QUEUE_BYTES = 4 * 1024 * 1024
+HIGH_WATER = 256 * 1024  # unsent bytes in the socket's user-space buffer: the target is slow
 CONNECT_TIMEOUT = 10.0  # TCP, handshake, connect and publish, together
 RETRY_FIRST, RETRY_MAX = 1.0, 30.0
 VIDEO, AUDIO = 9, 8
 
 
-class InvalidTarget(ValueError):
-    """A push target URL that cannot work; the message never repeats the URL's path."""
-
-
-@dataclass(frozen=True, slots=True)
-class PushTarget:
-    """``rtmp://host[:port]/app/stream``; ``{channel}`` in the stream name is the channel's."""
-
-    host: str
-    port: int
-    app: str
-    stream: str  # may hold a key: never logged
-
-    @classmethod
-    def parse(cls, url: str) -> PushTarget:
-        parts = urlsplit(url.strip())
-        if parts.scheme != "rtmp":
-            raise InvalidTarget("a push target must be an rtmp:// URL")
-        if not parts.hostname:
-            raise InvalidTarget("a push target needs a host")
-        try:
-            port = parts.port or 1935
-        except ValueError:
-            raise InvalidTarget(f"push target {parts.hostname} has a bad port") from None
-        app, _, stream = parts.path.lstrip("/").rpartition("/")
-        if not app or not stream:
-            raise InvalidTarget(
-                f"push target {parts.hostname} needs an app and a stream name: "
-                "rtmp://host/app/stream"
-            )
-        return cls(parts.hostname, port, app, stream)
-
-    @property
-    def where(self) -> str:
-        """What logs and the dashboard may show: no stream name, which may be a key."""
-        return f"rtmp://{self.host}:{self.port}/{self.app}"
-
-    def stream_for(self, channel_name: str) -> str:
-        return self.stream.replace("{channel}", channel_name)
-
-
 class Push:
-    """One live stream going to one target: a bounded queue and the task that sends it."""
+    """One live stream going to one target: a bounded queue and the task that sends it.
 
-    def __init__(self, source: RtmpProtocol, target: PushTarget, channel_name: str) -> None:
-        self.source = source
+    A `Sink` of `outputs.OutputsHub`: it connects when first attached, and stays
+    connected while its source is away within grace (detached: nothing to send).
+    """
+
+    def __init__(
+        self, target: PushTarget, channel_name: str, tls: ssl.SSLContext | None = None
+    ) -> None:
+        self.source: RtmpProtocol | None = None
         self.target = target
         self.stream = target.stream_for(channel_name)
         self.state = "connecting"  # connecting, live, retrying
         self.reason: str | None = None  # why it is retrying
         self.dropped = 0  # times the queue overflowed and skipped to a keyframe
         self.sent_bytes = 0
+        self.connects = 0  # connections that reached publishing
+        self._tls = tls
         self._queue: deque[tuple[int, int, bytes]] = deque()
         self._queued = 0
-        self._ready = asyncio.Event()
+        # While live: the connection, and whether a flush is due or the socket is full.
+        self._client: ClientConnection | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._flush_due = False
+        self._blocked = False
+        self._drainer: asyncio.Task[None] | None = None
         self._waiting_keyframe = True
+        self._timeline = Timeline()
         self._overflows = LogThrottle(10.0)
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._rate_mark: tuple[float, int] | None = None
+        self._kbps = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    # Sink -----------------------------------------------------------------------------
+
+    def attach(self, source: RtmpProtocol, gap_ms: int | None) -> None:
+        self.source = source
+        source.attach_sink(self)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        elif gap_ms is not None:  # the encoder is back: on from its next keyframe
+            self._drop_queue()
+            self._timeline.resume(gap_ms)
+
+    def detach(self) -> None:
+        self.source = None
+        self._drop_queue()
+
+    def status(self, now: float) -> dict[str, Any]:
+        mark, sent = self._rate_mark, self.sent_bytes
+        if mark is not None and now > mark[0]:
+            self._kbps = (sent - mark[1]) * 8 / 1000 / (now - mark[0])
+        self._rate_mark = (now, sent)
+        return {
+            "kind": "push",
+            "target_id": self.target.target_id,
+            "name": self.target.name,
+            "where": self.target.where,
+            "state": self.state if self.source is not None or self.state != "live" else "waiting",
+            "reason": self.reason,
+            "kbps": round(self._kbps, 1) if self.state == "live" else 0.0,
+            "dropped": self.dropped,
+        }
 
     def media(self, type_id: int, timestamp: int, payload: bytes, keyframe: bool) -> None:
         """Called for every media message of the source: never waits, never grows past the bound.
@@ -123,18 +132,19 @@ class Push:
         if self._queued + len(payload) > QUEUE_BYTES or (
             queue and timestamp - queue[0][1] > QUEUE_MS
         ):
-            self._queue.clear()
-            self._queued = 0
-            self._waiting_keyframe = True
+            self._drop_queue()
             self.dropped += 1
             self._overflows.log(
                 log, logging.WARNING, "push to %s fell behind: skipping to the next keyframe",
                 self.target.where,
             )  # fmt: skip
             return
-        self._queue.append((type_id, timestamp, payload))
+        queue.append((type_id, timestamp, payload))
         self._queued += len(payload)
-        self._ready.set()
+        if not self._flush_due and not self._blocked:
+            # Once per turn of the event loop, after every message one read brought in.
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def queued(self) -> tuple[int, int]:
         """Messages and bytes waiting to be sent."""
@@ -142,9 +152,18 @@ class Push:
 
     async def close(self) -> None:
         """The stream ended: tell the target (FCUnpublish) and hang up."""
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        self.source = None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # Inside -----------------------------------------------------------------------------
+
+    def _drop_queue(self) -> None:
+        self._queue.clear()
+        self._queued = 0
+        self._waiting_keyframe = True
 
     async def _run(self) -> None:
         delay = RETRY_FIRST
@@ -166,11 +185,16 @@ class Push:
     async def _session(self) -> None:
         target = self.target
         async with asyncio.timeout(CONNECT_TIMEOUT):
-            reader, writer = await asyncio.open_connection(target.host, target.port)
+            reader, writer = await asyncio.open_connection(
+                target.host,
+                target.port,
+                ssl=self._tls if target.tls else None,
+                server_hostname=target.host if target.tls else None,
+            )
         try:
             client = ClientConnection(
                 app=target.app,
-                tc_url=f"rtmp://{target.host}:{target.port}/{target.app}",
+                tc_url=f"{target.scheme}://{target.host}:{target.port}/{target.app}",
                 now=time.monotonic(),
                 epoch_ms=int(time.time() * 1000),
             )
@@ -204,43 +228,67 @@ class Push:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: ClientConnection
     ) -> None:
         source = self.source
-        if source.metadata:
-            client.send_metadata(source.metadata)
-        if source.video_sequence is not None:
-            client.send_video(0, source.video_sequence)
-        if source.audio_sequence is not None:
-            client.send_audio(0, source.audio_sequence)
-        self._waiting_keyframe = True  # a new connection starts with a picture
+        if source is not None:
+            if source.metadata:
+                client.send_metadata(source.metadata)
+            if source.video_sequence is not None:
+                client.send_video(0, source.video_sequence)
+            if source.audio_sequence is not None:
+                client.send_audio(0, source.audio_sequence)
+        self._drop_queue()  # a new connection starts with a picture
+        self._timeline.restart()
+        writer.write(client.data_to_send())
+        self._client, self._writer = client, writer
         self.state, self.reason = "live", None
+        self.connects += 1
         log.info("push to %s live", self.target.where)
-        replies = asyncio.ensure_future(_replies(reader, client))
-        base: int | None = None
         try:
-            while True:
-                while self._queue:
-                    type_id, timestamp, payload = self._queue.popleft()
-                    self._queued -= len(payload)
-                    base = timestamp if base is None else base
-                    at = max(0, timestamp - base)
-                    (client.send_video if type_id == VIDEO else client.send_audio)(at, payload)
-                    self.sent_bytes += len(payload)
-                writer.write(client.data_to_send())
-                await writer.drain()  # a slow target holds this task only: the queue fills
-                self._ready.clear()
-                if not self._queue:
-                    waiting = asyncio.ensure_future(self._ready.wait())
-                    await asyncio.wait({waiting, replies}, return_when=asyncio.FIRST_COMPLETED)
-                    waiting.cancel()
-                if replies.done():
-                    replies.result()  # raises why the target went away
+            await _replies(reader, client)  # raises why the target went away
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
+                self._flush()
                 client.unpublish()
                 writer.write(client.data_to_send())
                 await asyncio.wait_for(writer.drain(), 1.0)
             raise
         finally:
-            replies.cancel()
+            self._client = self._writer = None
+            self._blocked = False
+            if self._drainer is not None:
+                self._drainer.cancel()
+                self._drainer = None
+
+    def _flush(self) -> None:
+        """Everything queued out to the socket in one write; no task switch per message.
+
+        Past HIGH_WATER bytes the socket is full: the queue holds what comes next
+        (within its bounds) until the target has read enough.
+        """
+        self._flush_due = False
+        client, writer = self._client, self._writer
+        if client is None or writer is None or self._blocked:
+            return
+        queue, timeline, sent = self._queue, self._timeline, 0
+        while queue:
+            type_id, timestamp, payload = queue.popleft()
+            at = timeline.map(timestamp)
+            (client.send_video if type_id == VIDEO else client.send_audio)(at, payload)
+            sent += len(payload)
+        self._queued = 0
+        self.sent_bytes += sent
+        writer.write(client.data_to_send())
+        if writer.transport.get_write_buffer_size() > HIGH_WATER:
+            self._blocked = True
+            self._drainer = asyncio.get_running_loop().create_task(self._unblock(writer))
+
+    async def _unblock(self, writer: asyncio.StreamWriter) -> None:
+        try:
+            await writer.drain()
+        except (OSError, RuntimeError):
+            return  # the connection is gone: the reading side says why
+        self._blocked = False
+        if self._queue and writer is self._writer:
+            self._flush()
 
 
 class RelayRefused(Exception):
@@ -272,25 +320,3 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     return str(exc) or type(exc).__name__
-
-
-class RelayHub:
-    """Every live stream of this ingest process, pushed to every global target."""
-
-    def __init__(self, targets: list[PushTarget]) -> None:
-        self.targets = targets
-        self._pushes: dict[str, list[Push]] = {}  # by connection id
-
-    def started(self, proto: RtmpProtocol, channel_name: str) -> None:
-        if not self.targets:
-            return
-        pushes = [Push(proto, target, channel_name) for target in self.targets]
-        self._pushes[proto.id] = pushes
-        proto.attach_relays(pushes)
-
-    async def ended(self, proto: RtmpProtocol) -> None:
-        for push in self._pushes.pop(proto.id, []):
-            await push.close()
-
-    def pushes(self, proto: RtmpProtocol) -> list[Push]:
-        return list(self._pushes.get(proto.id, ()))

@@ -35,7 +35,9 @@ from ..state.interfaces import (
     EventBus,
     KeyRevoked,
     KeyState,
+    OutputsChanged,
     PublishLocks,
+    PublishStarted,
     StatusChanged,
     StopRequested,
     StreamStats,
@@ -45,10 +47,10 @@ from . import batching, polling
 from .admission import Admission, NodeView
 from .guard import Guard
 from .keycheck import KeyChecker
+from .outputs import OutputsHub
 from .playback import PlaybackHub
 from .protocol import RtmpProtocol
 from .recorder import Recorder
-from .relay import RelayHub
 from .thumbnails import Thumbnailer
 
 log = logging.getLogger("stream_sync.ingest")
@@ -91,7 +93,7 @@ class IngestServer:
         upkeep: Upkeep = Upkeep(),
         guard: Guard | None = None,
         thumbnails: Thumbnailer | None = None,
-        relays: RelayHub | None = None,
+        outputs: OutputsHub | None = None,
     ) -> None:
         self.config = config
         self.admission = admission
@@ -107,7 +109,7 @@ class IngestServer:
         self.guard = guard or Guard()
         self.thumbnails = thumbnails
         self.playback = PlaybackHub(self)
-        self.relays = relays  # pushes to other servers (relay.py)
+        self.outputs = outputs  # pushes to other servers, the recording (outputs.py)
         self.connections: set[RtmpProtocol] = set()
         self.publishers: dict[str, RtmpProtocol] = {}
         self.draining = False
@@ -453,6 +455,7 @@ class IngestServer:
                     snapshot.as_dict(),
                     proto.health,
                     proto.thumbnail_at,
+                    self.outputs.status(grant.channel_id, now) if self.outputs is not None else [],
                 )
             )
         if batch:
@@ -490,6 +493,12 @@ class IngestServer:
         elif isinstance(event, ThumbnailsWanted):
             if self.thumbnails is not None:
                 self.thumbnails.want(event)
+        elif isinstance(event, OutputsChanged):
+            if self.outputs is not None:
+                self.outputs.changed(event.channel_id)
+        elif isinstance(event, PublishStarted) and event.node != self.node_name:
+            if self.outputs is not None:
+                self.outputs.elsewhere(event.channel_id)
         elif isinstance(event, DrainRequested) and event.node in (self.node_name, self.server_name):
             self.spawn(self._drain(event.deadline))
 
@@ -565,5 +574,7 @@ class IngestServer:
         await asyncio.gather(*self._daemons, *self._tasks, return_exceptions=True)
         if self.thumbnails is not None:
             await self.thumbnails.close()
+        if self.outputs is not None:
+            await self.outputs.close()
         for server in servers:
             await server.wait_closed()

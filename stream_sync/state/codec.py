@@ -13,10 +13,12 @@ from .interfaces import (
     KeyRevoked,
     NodeLost,
     NodeUp,
+    OutputsChanged,
     PublishEnded,
     PublishRefusalsCounted,
     PublishRefused,
     PublishStarted,
+    RecordingDeleted,
     StatusChanged,
     StopRequested,
     StreamKeyReset,
@@ -41,6 +43,8 @@ EVENT_TYPES: dict[str, type[BusEvent]] = {
         PublishRefusalsCounted,
         HealthChanged,
         ThumbnailsWanted,
+        OutputsChanged,
+        RecordingDeleted,
     )
 }
 

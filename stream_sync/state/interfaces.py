@@ -106,7 +106,7 @@ class NodeInfo:
     capacity: int  # publishers
     capacity_mbps: float  # 0 = unlimited
     publishers: int = 0
-    mbps: float = 0.0
+    mbps: float = 0.0  # media in, and out (pushes, recordings): what capacity_mbps bounds
     draining: bool = False
     heartbeat_at: float = 0.0  # epoch seconds
     server: str = ""  # the ingest server name; empty (older nodes): the node id
@@ -247,6 +247,7 @@ class StreamStats(BusEvent):
     measurements: dict[str, Any] = field(default_factory=dict)  # the meter's snapshot
     health: dict[str, Any] = field(default_factory=dict)  # overall and issues
     thumbnail_at: float | None = None  # epoch seconds of the stored picture, if any
+    outputs: list[dict[str, Any]] = field(default_factory=list)  # pushes and recording
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +328,21 @@ class ThumbnailsWanted(BusEvent):
     until: float  # epoch seconds
 
 
+@dataclass(frozen=True, slots=True)
+class OutputsChanged(BusEvent):
+    """A channel's push targets or record switch changed: the node holding it reloads them."""
+
+    channel_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingDeleted(BusEvent):
+    """A recording's row was deleted: the node that wrote its file deletes the file."""
+
+    node: str
+    path: str  # relative to that node's recordings folder
+
+
 class Subscription(Protocol):
     def __aiter__(self) -> Subscription: ...
 
@@ -351,4 +367,11 @@ class EventBus(Protocol):
 
 # What ingest nodes act on; on Redis they travel on a channel of their own, so a node
 # that runs nothing but ingest need not hear the lifecycle of every stream.
-CONTROL_EVENTS = (KeyRevoked, StopRequested, DrainRequested, ThumbnailsWanted)
+CONTROL_EVENTS = (
+    KeyRevoked,
+    StopRequested,
+    DrainRequested,
+    ThumbnailsWanted,
+    OutputsChanged,
+    RecordingDeleted,
+)

@@ -53,7 +53,7 @@ async def test_sign_in_reveal_copy_and_reset_the_key(server: Server, dashboard: 
 
     # Reset: a dialog to confirm, then the new key in full, once.
     await page.get_by_test_id("reset-key").click()
-    dialog = page.locator("dialog")
+    dialog = page.locator("#reset-dialog")
     await expect(dialog).to_be_visible()
     await dialog.get_by_test_id("confirm-reset").click()
     await expect(key).to_have_text(KEY)

@@ -14,8 +14,10 @@ from sqlalchemy import select
 
 from stream_sync.audit import Actor
 from stream_sync.credentials import service
-from stream_sync.db.models import WebhookEndpoint
+from stream_sync.db.models import Channel, WebhookEndpoint
 from stream_sync.node import open_store
+from stream_sync.outputs import targets
+from stream_sync.outputs.plan import load_outputs
 from stream_sync.settings import Settings
 from stream_sync.webhooks import endpoints
 from tests.databases import fresh_postgres_database
@@ -142,6 +144,20 @@ async def test_secrets_rotate_keeps_every_key_working(tmp_path: Path) -> None:
         hook = await endpoints.create_endpoint(
             session, secrets=store.secrets, url="https://example.com/h", actor=Actor.cli()
         )
+    async with open_store(Settings(data_dir=data_dir)) as store, store.sessions() as session:
+        channel_id = await session.scalar(select(Channel.id))
+        assert channel_id is not None
+        push_key = "live_" + "p" * 30
+    async with open_store(Settings(data_dir=data_dir)) as store, store.sessions() as session:
+        await targets.create_target(
+            session,
+            secrets=store.secrets,
+            channel_id=channel_id,
+            name="YouTube",
+            url="rtmp://a.example/live2",
+            key=push_key,
+            actor=Actor.cli(),
+        )
     before = (data_dir / "secrets" / "hmac.key").read_bytes()
     assert "re-protected 1 keys" in ok("secrets", "rotate", *data)
     assert (data_dir / "secrets" / "hmac.key").read_bytes() != before
@@ -165,3 +181,6 @@ async def test_secrets_rotate_keeps_every_key_working(tmp_path: Path) -> None:
             )
         assert blob is not None
         assert endpoints.decrypt_secret(store.secrets, hook.endpoint.id, blob) == hook.secret
+        async with store.sessions() as session:  # and the platforms' keys of push targets
+            [outputs] = await load_outputs(session, store.secrets, [channel_id])
+        assert [target.stream for target in outputs.targets] == [push_key]

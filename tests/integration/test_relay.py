@@ -84,8 +84,7 @@ async def test_a_target_that_is_down_costs_the_ingest_nothing(
         url = f"{source.rtmp_url}/{channel.key}"
         proc = await run_process(ffmpeg_command(debian_ffmpeg(), url, seconds=SECONDS))
         await sent.wait_for(PublishStarted)
-        [publisher] = source.ingest.publishers.values()
-        [push] = source.ingest.relays.pushes(publisher) if source.ingest.relays else []
+        [push] = source.ingest.outputs.sinks(channel.channel_id) if source.ingest.outputs else []
         _, stderr = await proc.communicate()
         ended = await sent.wait_for(PublishEnded)
         await sent.close()

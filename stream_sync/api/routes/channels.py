@@ -55,6 +55,7 @@ class ChannelOut(BaseModel):
     session_id: int | None = None
     grace_seconds: int | None = Field(None, description="This channel's grace period.")
     test_mode: bool = False
+    record: bool = Field(False, description="Each session is recorded to a file.")
     stats: dict[str, Any] | None = Field(
         None, description="Live measurements and health, with last_update (epoch seconds)."
     )
@@ -113,6 +114,7 @@ async def _channel_out(context: ApiContext, channel: credentials.ChannelInfo) ->
         "session_id": current.id if current else None,
         "grace_seconds": settings[0],
         "test_mode": settings[1],
+        "record": settings.record,
         "stats": live.as_dict() if live and current is not None else None,
     }
 
@@ -122,16 +124,20 @@ class ChannelSettingsIn(BaseModel):
         None, ge=0, le=3600, description="Reconnect grace; omit to keep, null for the default."
     )
     test_mode: bool | None = None
+    record: bool | None = Field(None, description="Record each session (a live one from now).")
 
 
 @router.patch("/{channel_ref}")
 async def update_channel(
     body: ChannelSettingsIn, channel: VisibleChannel, principal: CurrentUser, context: Context
 ) -> ChannelOut:
-    """The owner's switches: grace period and test mode (a test stream is never "live")."""
+    """The owner's switches: grace period, test mode (a test stream is never "live") and
+    recording."""
     changes = body.model_dump(exclude_unset=True)
     async with context.sessions() as session:
         await set_monitor_settings(session, channel_id=channel.id, actor=principal.actor, **changes)
+    if changes.get("record") is not None:
+        await context.control.outputs_changed(channel.id)
     return ChannelOut(**await _channel_out(context, channel))
 
 

@@ -382,6 +382,10 @@
     }
     renderStatus();
     renderStats();
+    // push_targets.js (and other sections) show their part of the live statistics.
+    document.dispatchEvent(new CustomEvent("stream-outputs", {
+      detail: state.status === "offline" ? [] : state.stats?.outputs ?? [],
+    }));
   }
 
   function connect() {

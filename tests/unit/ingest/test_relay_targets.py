@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from stream_sync.ingest.relay import Push, PushTarget
+from stream_sync.ingest.relay import Push
+from stream_sync.outputs.destinations import PushTarget
 from stream_sync.settings import SettingsError, load_settings
 from tests.support import free_port
 
@@ -30,9 +31,10 @@ def test_a_target_names_host_port_app_and_stream(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        (f"http://a.example/live/{KEY}", "must be an rtmp:// URL"),
-        (f"rtmp:///live/{KEY}", "needs a host"),
-        (f"rtmp://a.example:99999/live/{KEY}", "bad port"),
+        (f"http://a.example/live/{KEY}", r"is rtmp://host\[:port\]/app or rtmps://"),
+        (f"rtmp:///live/{KEY}", r"is rtmp://host\[:port\]/app or rtmps://"),
+        (f"rtmp://a.example:99999/live/{KEY}", "port is not a number from 1 to 65535"),
+        (f"rtmp://user:pw@a.example/live/{KEY}", "no user name or password"),
         ("rtmp://a.example/live", "needs an app and a stream name"),
     ],
 )
@@ -46,8 +48,9 @@ def test_a_bad_target_is_one_line_without_its_key(tmp_path: Path, url: str, mess
 async def test_a_push_that_falls_behind_skips_to_the_next_keyframe() -> None:
     """The queue holds 2 s of media at most; past it, everything up to a keyframe goes."""
     source = SimpleNamespace(id="c1", metadata={}, video_sequence=None, audio_sequence=None)
-    push = Push(source, PushTarget("127.0.0.1", free_port(), "live", "x"), "studio")  # type: ignore[arg-type]
-    await push.close()  # no sending: as if the target stopped reading
+    push = Push(PushTarget("127.0.0.1", free_port(), "live", "x"), "studio")
+    push.source = source  # type: ignore[assignment]  # attached, never started: as if the
+    # target stopped reading
     key, frame, sound = b"\x17\x01" + bytes(100), b"\x27\x01" + bytes(100), b"\xaf\x01" + bytes(10)
     push.media(9, 0, key, keyframe=True)  # not live yet: nothing is queued
     assert push.queued() == (0, 0)

@@ -14,10 +14,12 @@ from stream_sync.state.interfaces import (
     KeyRevoked,
     NodeLost,
     NodeUp,
+    OutputsChanged,
     PublishEnded,
     PublishRefusalsCounted,
     PublishRefused,
     PublishStarted,
+    RecordingDeleted,
     StatusChanged,
     StopRequested,
     StreamKeyReset,
@@ -53,6 +55,8 @@ SAMPLES: list[BusEvent] = [
     HealthChanged(7, 42, "bad", "good", ["no_video"], 1_700_000_001.5, seq=7),
     StreamStats(7, 42, "ingest-a", 1_700_000_001.5, {}, thumbnail_at=1_700_000_000.75),
     ThumbnailsWanted([7, 8], 1_700_000_006.0),
+    OutputsChanged(7),
+    RecordingDeleted("ingest-a", "7/studio-20270202-101530-p1.flv"),
 ]  # fmt: skip
 
 
