@@ -45,6 +45,7 @@ log = logging.getLogger("stream_sync.relay")
 # to one slow target must not add up to gigabytes.
 QUEUE_MS = 2000
 QUEUE_BYTES = 4 * 1024 * 1024
+READ_BUFFER = 8192  # a target says little: acknowledgements, pings, a status
 HIGH_WATER = 256 * 1024  # unsent bytes in the socket's user-space buffer: the target is slow
 CONNECT_TIMEOUT = 10.0  # TCP, handshake, connect and publish, together
 RETRY_FIRST, RETRY_MAX = 1.0, 30.0
@@ -193,6 +194,7 @@ class Push:
             )
         try:
             client = ClientConnection(
+                buffer_size=READ_BUFFER,
                 app=target.app,
                 tc_url=f"{target.scheme}://{target.host}:{target.port}/{target.app}",
                 now=time.monotonic(),
@@ -276,8 +278,9 @@ class Push:
             sent += len(payload)
         self._queued = 0
         self.sent_bytes += sent
-        writer.write(client.data_to_send())
-        if writer.transport.get_write_buffer_size() > HIGH_WATER:
+        transport = writer.transport
+        transport.write(client.take_output())  # one send, no copy unless the socket is full
+        if transport.get_write_buffer_size() > HIGH_WATER:
             self._blocked = True
             self._drainer = asyncio.get_running_loop().create_task(self._unblock(writer))
 
@@ -298,7 +301,7 @@ class RelayRefused(Exception):
 async def _replies(reader: asyncio.StreamReader, client: ClientConnection) -> None:
     """Read the target's side (acknowledgements, pings, an error) until it hangs up."""
     while True:
-        data = await reader.read(65536)
+        data = await reader.read(READ_BUFFER)
         if not data:
             raise ConnectionError("the target closed the connection")
         for event in client.receive_data(data):

@@ -131,6 +131,11 @@ class ClientConnection:
         self._out.clear()
         return data
 
+    def take_output(self) -> bytearray:
+        """What data_to_send gives, without its copy: the buffer itself, replaced."""
+        out, self._out = self._out, bytearray()
+        return out
+
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[ClientEvent]:
         view = memoryview(data)
         while view:
