@@ -171,11 +171,6 @@ class OutputsHub:
         self._retired_bytes = 0  # sent by sinks since closed
         self._loading: set[asyncio.Task[None]] = set()  # reads of what channels feed
 
-    @property
-    def needed(self) -> bool:
-        """Whether a publish must be looked at at all."""
-        return bool(self.global_targets) or self._load is not None
-
     def started(self, proto: RtmpProtocol, channel_id: int, channel_name: str) -> None:
         entry = self._channels.get(channel_id)
         if entry is not None:  # parked, or taken over on this node: the outputs go on

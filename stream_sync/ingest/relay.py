@@ -65,7 +65,7 @@ class Push:
         self.source: RtmpProtocol | None = None
         self.target = target
         self.stream = target.stream_for(channel_name)
-        self.state = "connecting"  # connecting, live, retrying
+        self.state = "connecting"  # connecting, live, retrying, failed (refused)
         self.reason: str | None = None  # why it is retrying
         self.dropped = 0  # times the queue overflowed and skipped to a keyframe
         self.sent_bytes = 0
@@ -172,9 +172,12 @@ class Push:
             try:
                 await self._session()
             except (OSError, ProtocolError, TimeoutError, RelayRefused) as exc:
+                refused = isinstance(exc, RelayRefused) and self.state != "live"
                 if self.state == "live":
                     delay = RETRY_FIRST  # it worked until now: try again soon
-                self.state, self.reason = "retrying", _reason(exc)
+                # Refused (a wrong key, a stream not set up yet on the platform): "failed"
+                # until the owner acts, and asked again now and then.
+                self.state, self.reason = "failed" if refused else "retrying", _reason(exc)
                 where, why = self.target.where, self.reason
                 log.warning("push to %s failed (%s); retrying in %g s", where, why, delay)
             except Exception:  # a bug: logged once per attempt, with backoff, never silent

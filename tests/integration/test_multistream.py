@@ -221,3 +221,28 @@ async def test_an_rtmps_target_is_pushed_inside_verified_tls(tmp_path: Path) -> 
     assert ended.video_frames > 0
     assert outputs_of(refused)["secure"]["where"] == f"rtmps://localhost:{target.rtmps_port}/live"
     assert "CERTIFICATE_VERIFY_FAILED" in str(outputs_of(refused)["secure"]["reason"])
+
+
+async def test_a_target_that_refuses_the_key_shows_failed_with_its_words(tmp_path: Path) -> None:
+    async with running_node(node_settings(tmp_path / "target")) as target:
+        await create(target, "mirror")
+        url = f"rtmp://127.0.0.1:{target.rtmp_port}/live"
+        async with running_node(node_settings(tmp_path / "source")) as source:
+            channel = await create(source, "studio")
+            wrong = "ssk_" + "x" * 40
+            await add_target(source, channel.channel_id, "mirror", url, wrong)
+            sent = BusRecorder(source.bus)
+            encoder = await run_process(
+                ffmpeg_command(debian_ffmpeg(), f"{source.rtmp_url}/{channel.key}", seconds=30)
+            )
+            refused = await sent.wait_for(
+                StreamStats, lambda s: outputs_of(s).get("mirror", {}).get("state") == "failed"
+            )
+            encoder.kill()
+            await encoder.wait()
+            await sent.close()
+
+    mirror = outputs_of(refused)["mirror"]
+    assert mirror["reason"] == "NetStream.Publish.BadName"  # what the target said
+    assert mirror["kbps"] == 0.0
+    assert wrong not in str(refused.outputs)

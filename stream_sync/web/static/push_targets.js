@@ -14,7 +14,8 @@
   let live = new Map(); // target id -> its state in the latest statistics
 
   const STATES = {
-    connecting: "Connecting", live: "Live", retrying: "Retrying", waiting: "Waiting for you",
+    connecting: "Connecting", live: "Live", retrying: "Retrying", failed: "Failed",
+    waiting: "Waiting for you",
   };
 
   function cell(text, className) {
