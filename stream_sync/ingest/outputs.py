@@ -278,11 +278,15 @@ class OutputsHub:
                     self._forget_early(entry)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
-            if entry.loads != load or self._channels.get(entry.channel_id) is not entry:
+            if not self._current(entry, load):
                 return
-        if entry.loads == load and self._channels.get(entry.channel_id) is entry:
+        if self._current(entry, load):
             self._apply(entry, outputs)
             self._forget_early(entry)
+
+    def _current(self, entry: _Channel, load: int) -> bool:
+        """Whether a load still counts: no newer one asked for, the entry not dropped."""
+        return entry.loads == load and self._channels.get(entry.channel_id) is entry
 
     def _forget_early(self, entry: _Channel) -> None:
         early, entry.early = entry.early, None

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..rtmp import amf0, flv
+from ..rtmp.flvfile import header as flv_header
+from ..rtmp.flvfile import tag as flv_tag
 
 if TYPE_CHECKING:
     from .outputs import Sink
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("stream_sync.ingest")
 
 AUDIO, VIDEO, DATA = 8, 9, 18  # FLV tag types, the same numbers as RTMP's message types
-_TAG_HEADER = struct.Struct(">II3x")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,19 +48,6 @@ class PlaybackRefused(Exception):
     def __init__(self, message: str, status: int = 503) -> None:
         super().__init__(message)
         self.status = status  # the HTTP status that says it
-
-
-def flv_header(*, audio: bool, video: bool) -> bytes:
-    flags = (4 if audio else 0) | (1 if video else 0)
-    return b"FLV\x01" + bytes((flags,)) + b"\x00\x00\x00\x09" + b"\x00\x00\x00\x00"
-
-
-def flv_tag(type_id: int, timestamp: int, payload: bytes) -> bytes:
-    """One FLV tag with its PreviousTagSize: 11 bytes of header, the payload, 4 bytes."""
-    size, ts = len(payload), timestamp & 0xFFFFFFFF
-    # type and 24-bit size; 24-bit time and its high byte (TimestampExtended); stream id 0
-    header = _TAG_HEADER.pack(type_id << 24 | size, (ts & 0xFFFFFF) << 8 | ts >> 24)
-    return header + payload + (11 + size).to_bytes(4, "big")
 
 
 def _keyframe(payload: bytes) -> bool:

@@ -37,6 +37,7 @@ from ..db.models import utcnow
 from ..recordings import files, flv
 from ..recordings.rows import PartEnd, PartRow, RecordingStatus, finish_part, start_part
 from ..rtmp import flv as codecs
+from ..rtmp import flvfile
 from ..rtmp.flvfile import TAG_HEADER
 from ..state.inprocess import LogThrottle
 from .outputs import Timeline
@@ -409,7 +410,12 @@ class RecordingSink:
         if self._pending_bytes + self._in_flight + size > self.limits.behind_bytes:
             self._skip(part)
             return False
-        self._pending += (flv.tag_head(type_id, at, len(payload)), payload, flv.tag_tail(payload))
+        length = len(payload)
+        self._pending += (
+            flvfile.tag_head(type_id, at, length),
+            payload,
+            flvfile.tag_tail(length),
+        )
         self._pending_bytes += size
         self.sent_bytes += size
         self._gop_bytes += size

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..rtmp import amf0
-from ..rtmp.flvfile import TAG_HEADER
+from ..rtmp.flvfile import TAG_HEADER, header, tag_head, tag_tail
 
 AUDIO, VIDEO, DATA = 8, 9, 18
 HEADER_SIZE = 13  # the 9-byte header, then PreviousTagSize0
@@ -27,16 +27,9 @@ _NAME = amf0.encode("onMetaData")
 DURATION_AT = HEADER_SIZE + TAG_HEADER + len(_NAME) + 5 + 2 + len("duration") + 1
 FILESIZE_AT = DURATION_AT + 8 + 2 + len("filesize") + 1
 _DOUBLE = struct.Struct(">d")
-_TAG_HEADER = struct.Struct(">II3x")
-_SIZE = struct.Struct(">I")
 # What the source's onMetaData may not bring along: ours come first, and the rest
 # (a file of its own, not the stream) does not describe a recording.
 _OURS = frozenset(("duration", "filesize"))
-
-
-def header(*, audio: bool, video: bool) -> bytes:
-    flags = (4 if audio else 0) | (1 if video else 0)
-    return b"FLV\x01" + bytes((flags,)) + b"\x00\x00\x00\x09" + b"\x00\x00\x00\x00"
 
 
 def file_start(metadata: dict[str, Any], *, audio: bool, video: bool) -> bytes:
@@ -47,18 +40,8 @@ def file_start(metadata: dict[str, Any], *, audio: bool, video: bool) -> bytes:
         body = amf0.encode("onMetaData", amf0.EcmaArray(entries))
     except (TypeError, ValueError):  # something of the peer's we cannot write back
         body = amf0.encode("onMetaData", amf0.EcmaArray({"duration": 0.0, "filesize": 0.0}))
-    return header(audio=audio, video=video) + tag_head(DATA, 0, len(body)) + body + tag_tail(body)
-
-
-def tag_head(type_id: int, timestamp: int, size: int) -> bytes:
-    """A tag's 11 bytes: type, 24-bit size, 24-bit time and its high byte, stream id 0."""
-    ts = timestamp & 0xFFFFFFFF
-    return _TAG_HEADER.pack(type_id << 24 | size, (ts & 0xFFFFFF) << 8 | ts >> 24)
-
-
-def tag_tail(payload: bytes | bytearray) -> bytes:
-    """PreviousTagSize: what follows each tag's payload."""
-    return _SIZE.pack(TAG_HEADER + len(payload))
+    head = header(audio=audio, video=video) + tag_head(DATA, 0, len(body))
+    return head + body + tag_tail(len(body))
 
 
 def patch(fd: int, *, duration_ms: int, size: int) -> None:
