@@ -9,6 +9,7 @@ safe far beyond the number of keys a server will ever issue.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -24,6 +25,18 @@ def encrypt_key(encryption_key: bytes, *, key_id: str, key: str) -> bytes:
     nonce = secrets.token_bytes(NONCE_BYTES)
     sealed = AESGCM(encryption_key).encrypt(nonce, key.encode("utf-8"), key_id.encode("utf-8"))
     return bytes([FORMAT_VERSION]) + nonce + sealed
+
+
+def decrypt_any(encryption_keys: Iterable[bytes], *, key_id: str, blob: bytes) -> str:
+    """`decrypt_key` with each key in turn (the current secret generation, then older
+    ones during a rotation); the last one's KeyDecryptionError if none fits."""
+    error: KeyDecryptionError | None = None
+    for encryption_key in encryption_keys:
+        try:
+            return decrypt_key(encryption_key, key_id=key_id, blob=blob)
+        except KeyDecryptionError as exc:
+            error = exc
+    raise error or KeyDecryptionError("no encryption key to decrypt the stored key with")
 
 
 def decrypt_key(encryption_key: bytes, *, key_id: str, blob: bytes) -> str:

@@ -34,7 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stream_sync import audit
-from stream_sync.credentials.crypto import decrypt_key, encrypt_key
+from stream_sync.credentials.crypto import decrypt_any, encrypt_key
 from stream_sync.credentials.errors import (
     ChannelExists,
     ChannelNotFound,
@@ -65,7 +65,6 @@ from stream_sync.db.models import (
     User,
     utcnow,
 )
-from stream_sync.errors import DomainError
 from stream_sync.servers.errors import ServerNotFound
 from stream_sync.state import outbox
 from stream_sync.state.interfaces import KeyRevoked, StreamKeyReset
@@ -829,14 +828,7 @@ def _hash_matches(secrets: ServerSecrets, presented: str, stored: bytes) -> bool
 
 
 def _decrypt(secrets: ServerSecrets, key_id: str, blob: bytes) -> str:
-    error: DomainError | None = None
-    for encryption_key in secrets.encryption_keys:
-        try:
-            return decrypt_key(encryption_key, key_id=key_id, blob=blob)
-        except KeyDecryptionError as exc:
-            error = exc
-    assert error is not None  # there is always a current key
-    raise error
+    return decrypt_any(secrets.encryption_keys, key_id=key_id, blob=blob)
 
 
 def _key_row(

@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stream_sync import audit
-from stream_sync.credentials.crypto import decrypt_key, encrypt_key
+from stream_sync.credentials.crypto import decrypt_any, encrypt_key
 from stream_sync.credentials.errors import KeyDecryptionError
 from stream_sync.credentials.server_secrets import ServerSecrets
 from stream_sync.db.models import PushTarget as PushTargetRow
@@ -87,17 +87,15 @@ def _associated(target_id: int) -> str:
 
 def decrypt_target(secrets: ServerSecrets, row: PushTargetRow) -> PushTarget:
     """The target as the relay dials it, key included; PushKeyUnreadable if it is lost."""
-    for encryption_key in secrets.encryption_keys:
-        try:
-            key = decrypt_key(encryption_key, key_id=_associated(row.id), blob=row.key_ciphertext)
-            break
-        except KeyDecryptionError:
-            continue
-    else:
+    try:
+        key = decrypt_any(
+            secrets.encryption_keys, key_id=_associated(row.id), blob=row.key_ciphertext
+        )
+    except KeyDecryptionError:
         raise PushKeyUnreadable(
             f"the stream key of push target {row.id} cannot be decrypted with the server's "
             "secrets; enter the key again"
-        )
+        ) from None
     return PushTarget.server(row.url, key, target_id=row.id, name=row.name)
 
 

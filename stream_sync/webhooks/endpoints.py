@@ -22,7 +22,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stream_sync import audit
-from stream_sync.credentials.crypto import decrypt_key, encrypt_key
+from stream_sync.credentials.crypto import decrypt_any, encrypt_key
 from stream_sync.credentials.errors import KeyDecryptionError
 from stream_sync.credentials.keys import base62_token
 from stream_sync.credentials.server_secrets import ServerSecrets
@@ -165,15 +165,13 @@ def _associated(endpoint_id: int) -> str:
 
 def decrypt_secret(secrets: ServerSecrets, endpoint_id: int, blob: bytes) -> str:
     """The endpoint's signing secret, with whichever server secret generation works."""
-    for encryption_key in secrets.encryption_keys:
-        try:
-            return decrypt_key(encryption_key, key_id=_associated(endpoint_id), blob=blob)
-        except KeyDecryptionError:
-            continue
-    raise SecretUnreadable(
-        f"the signing secret of webhook endpoint {endpoint_id} cannot be decrypted with the "
-        "server's secrets; delete the endpoint and register it again"
-    )
+    try:
+        return decrypt_any(secrets.encryption_keys, key_id=_associated(endpoint_id), blob=blob)
+    except KeyDecryptionError:
+        raise SecretUnreadable(
+            f"the signing secret of webhook endpoint {endpoint_id} cannot be decrypted with the "
+            "server's secrets; delete the endpoint and register it again"
+        ) from None
 
 
 async def create_endpoint(
