@@ -128,6 +128,10 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
 
 
 WS_MAX_MESSAGE = 4096  # dashboards send nothing; anything bigger closes the socket
+# A server that closes an idle connection first races the client's next request on it,
+# which then fails with no response; so idle connections outlive the clients' own expiry
+# (httpx 5 s, the same as uvicorn's default) and a load balancer's (commonly 60 s).
+HTTP_KEEP_ALIVE = 65  # seconds
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
@@ -490,6 +494,7 @@ class Node:
             log_config=None,
             access_log=False,
             lifespan="off",
+            timeout_keep_alive=HTTP_KEEP_ALIVE,
             ws="websockets-sansio",
             ws_max_size=WS_MAX_MESSAGE,
             ws_ping_interval=20.0,  # a dashboard on a dead network is noticed and dropped
@@ -513,6 +518,7 @@ class Node:
             log_config=None,
             access_log=False,
             lifespan="off",
+            timeout_keep_alive=HTTP_KEEP_ALIVE,
         )
         self._playback = _EmbeddedUvicorn(config)
         self._playback_task = asyncio.get_running_loop().create_task(self._playback.serve([sock]))
