@@ -179,6 +179,11 @@ def _progress(step: int, steps: int, rep: int, repeat: int, r: dict[str, Any], t
         parts.append(f"admission p50 cold {cold} ms, warm {warm} ms")
     else:
         parts.append(f"start p50/p99 {r['start_ms_p50']}/{r['start_ms_p99']} ms")
+        if r.get("admission_ms_p99") is not None:
+            parts.append(
+                f"(TCP p99 {r['tcp_ms_p99']} ms, publish->Start p50/p99 "
+                f"{r['admission_ms_p50']}/{r['admission_ms_p99']} ms)"
+            )
     parts.append(f"{r['failures']} failures")
     if r.get("problems"):
         parts.append(f"{len(r['problems'])} log problems")

@@ -329,6 +329,12 @@ def _numbers(
     result["start_ms_p50"] = _ms(starts, 50)
     result["start_ms_p99"] = _ms(starts, 99)
     result["start_ms_max"] = _ms(starts, 100)
+    if scenario.key == "c":  # where a storm's start time goes: TCP, then RTMP, then admission
+        tcp = [p.connect_ms for p in load.publishers if p.connect_ms is not None]
+        admissions = [p.admission_ms for p in load.publishers if p.admission_ms is not None]
+        result["tcp_ms_p99"] = _ms(tcp, 99)
+        result["admission_ms_p50"] = _ms(admissions, 50)
+        result["admission_ms_p99"] = _ms(admissions, 99)
     if scenario.mode is Mode.ADMISSION:
         for attempt, label in ((0, "cold"), (1, "warm")):
             times = [

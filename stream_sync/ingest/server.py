@@ -47,6 +47,7 @@ from . import batching, polling
 from .admission import Admission, NodeView
 from .guard import Guard
 from .keycheck import KeyChecker
+from .listener import Listener, bind
 from .outputs import OutputsHub
 from .playback import PlaybackHub
 from .protocol import RtmpProtocol
@@ -118,8 +119,8 @@ class IngestServer:
         self.loop = asyncio.get_running_loop()
         self.port = 0
         self.tls_port = 0
-        self._server: asyncio.Server | None = None
-        self._tls_server: asyncio.Server | None = None
+        self._server: Listener | None = None
+        self._tls_server: Listener | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # short jobs: lease releases, bus events
         self._daemons: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()  # set whenever no connection is open
@@ -132,8 +133,8 @@ class IngestServer:
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         """Listen; with reuse_port, beside the other workers of this server (SO_REUSEPORT)."""
-        self._server = await self._listen(host, port, reuse_port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._server = self._listen(host, port, reuse_port)
+        self.port = self._server.port
         self._daemons = [
             self.loop.create_task(self._sweep()),
             self.loop.create_task(self._watch_bus()),
@@ -145,21 +146,18 @@ class IngestServer:
         self, host: str, port: int, context: ssl.SSLContext, *, reuse_port: bool = False
     ) -> int:
         """Listen for RTMPS too: the same protocol inside TLS (ingest/tls.py)."""
-        self._tls_server = await self._listen(
-            host, port, reuse_port, ssl=context, ssl_handshake_timeout=self.config.handshake_timeout
-        )
-        self.tls_port = self._tls_server.sockets[0].getsockname()[1]
+        self._tls_server = self._listen(host, port, reuse_port, context)
+        self.tls_port = self._tls_server.port
         return self.tls_port
 
-    async def _listen(self, host: str, port: int, reuse_port: bool, **tls: Any) -> asyncio.Server:
-        return await self.loop.create_server(
-            lambda: RtmpProtocol(self, tls=bool(tls)),
-            host,
-            port,
-            reuse_address=True,
-            reuse_port=reuse_port,
-            backlog=1024,
-            **tls,
+    def _listen(
+        self, host: str, port: int, reuse_port: bool, context: ssl.SSLContext | None = None
+    ) -> Listener:
+        return Listener(
+            bind(host, port, reuse_port=reuse_port),
+            lambda: RtmpProtocol(self, tls=context is not None),
+            ssl_context=context,
+            ssl_handshake_timeout=self.config.handshake_timeout,
         )
 
     def opened(self, proto: RtmpProtocol) -> None:

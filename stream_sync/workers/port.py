@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import socket
 
+from ..ingest.listener import passive_addresses
+
 
 class PortReservation:
     def __init__(self, sockets: list[socket.socket], port: int) -> None:
@@ -25,11 +27,9 @@ class PortReservation:
     @classmethod
     def take(cls, host: str, port: int) -> PortReservation:
         """Bind every address of host on port (a free one when port is 0); OSError if taken."""
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        addresses = list(dict.fromkeys((info[0], info[4]) for info in infos))
         sockets: list[socket.socket] = []
         try:
-            for family, address in addresses:
+            for family, address in passive_addresses(host, port):
                 sock = socket.socket(family, socket.SOCK_STREAM)
                 sockets.append(sock)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the workers do
