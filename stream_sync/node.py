@@ -47,7 +47,14 @@ from .api.ratelimit import RequestLimiter
 from .audit.refusals import RefusalAggregator
 from .credentials import service
 from .credentials.server_secrets import ServerSecrets, load_or_create
-from .db.engine import OutageLog, create_engine, session_factory, sqlite_url, upgrade
+from .db.engine import (
+    OutageLog,
+    create_engine,
+    session_factory,
+    sqlite_url,
+    upgrade,
+    warm_pool,
+)
 from .db.models import Channel, IngestServer, PublishSession
 from .db.retention import purge
 from .ingest import tls
@@ -132,6 +139,8 @@ WS_MAX_MESSAGE = 4096  # dashboards send nothing; anything bigger closes the soc
 # which then fails with no response; so idle connections outlive the clients' own expiry
 # (httpx 5 s, the same as uvicorn's default) and a load balancer's (commonly 60 s).
 HTTP_KEEP_ALIVE = 65  # seconds
+WARM_DATABASE_CONNECTIONS = 8
+WARM_REDIS_CONNECTIONS = 12
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
@@ -419,6 +428,7 @@ class Node:
         if self._ingest.thumbnails is not None:
             await self._ingest.thumbnails.warm_up()
         await self._recover_recordings()
+        await self._warm_connections()
         host, shared = settings.host, self.worker_index is not None
         self.rtmp_port = await self._ingest.start(host, settings.rtmp_port, reuse_port=shared)
         if (files := settings.tls_files()) is not None:
@@ -505,6 +515,13 @@ class Node:
         scheme = "http" if shared_tls is None else "https"
         log.info("HTTP listening on %s://%s:%d", scheme, url_host(settings.host), self.http_port)
 
+    async def _warm_connections(self) -> None:
+        """Before the port opens: as many connections as a storm's admissions use at once
+        (about two batches in flight for each of their database and Redis questions)."""
+        await warm_pool(self.store.engine, WARM_DATABASE_CONNECTIONS)
+        if self.state.redis is not None:
+            await self.state.redis.warm(WARM_REDIS_CONNECTIONS)
+
     async def _start_playback(self) -> None:
         """An ingest process without the API serves its own streams' playback (issue 11)."""
         settings = self.settings
@@ -559,6 +576,7 @@ class Node:
                 await serving
         if self._admin is not None:
             await self._admin.stop()
+        await self.checker.settle()
         await self.state.close()
 
     async def _first_start_hints(self) -> None:

@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..db.members import one_of
 from ..db.models import Channel, StreamKey, User
 
 
@@ -46,7 +47,9 @@ async def lookup_keys(
     connection: AsyncConnection, *, key_ids: Collection[str]
 ) -> dict[str, KeyRecord]:
     """The records of those key ids that exist, in one indexed read. Read-only."""
-    rows = (await connection.execute(_RECORDS.where(StreamKey.key_id.in_(key_ids)))).all()
+    postgresql = connection.dialect.name == "postgresql"
+    wanted = one_of(StreamKey.key_id, key_ids, postgresql=postgresql)
+    rows = (await connection.execute(_RECORDS.where(wanted))).all()
     return {
         row.key_id: KeyRecord(
             key_id=row.key_id,

@@ -6,6 +6,7 @@ PostgreSQL (asyncpg) is the production engine. The engine is chosen by URL.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sqlite3
@@ -30,6 +31,9 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from ..state.inprocess import LogThrottle
+from . import members
+
+log = logging.getLogger("stream_sync")
 
 DATABASE_FILENAME = "stream-sync.db"
 _PRAGMA_ATTEMPTS = 5
@@ -112,10 +116,32 @@ PG_POOL_SIZE = 10
 PG_POOL_OVERFLOW = 10
 
 
+async def warm_pool(engine: AsyncEngine, connections: int) -> None:
+    """Open ``connections`` pooled connections now, before the node takes traffic.
+
+    The storm that follows a restart (every encoder reconnecting) would otherwise pay
+    for each connection's TLS handshake and login inside its first admissions. SQLite
+    connections cost nothing to open; a failure here only means they open later.
+    """
+    if engine.dialect.name == "sqlite":
+        return
+    connections = min(connections, PG_POOL_SIZE)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            opened = await asyncio.gather(
+                *(stack.enter_async_context(engine.connect()) for _ in range(connections))
+            )
+            await asyncio.gather(*(members.introduce_types(c) for c in opened))
+    except DATABASE_ERRORS as exc:
+        log.warning("could not open database connections ahead (%s)", type(exc).__name__)
+
+
 def create_engine(url: str) -> AsyncEngine:
     pool: dict[str, Any] = {}
     if url.startswith("postgresql"):
-        pool = {"pool_size": PG_POOL_SIZE, "max_overflow": PG_POOL_OVERFLOW}
+        # LIFO: the same few connections serve a quiet node, so each prepares its
+        # statements once, and the rest stay warm for a storm.
+        pool = {"pool_size": PG_POOL_SIZE, "max_overflow": PG_POOL_OVERFLOW, "pool_use_lifo": True}
     engine = create_async_engine(url, **pool)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)

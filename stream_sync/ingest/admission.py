@@ -10,6 +10,7 @@ sent as an Enhanced RTMP ReconnectRequest to clients that announced support for 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from ..credentials.keys import redact
+from ..credentials.keys import parse_key_id, redact
 from ..rtmp.events import ConnectRequested
 from ..rtmp.messages import StatusCode
 from ..state.errors import StateUnavailable
@@ -86,6 +87,11 @@ def app_name_of(app: str) -> str:
     return app.split("?", 1)[0].strip().strip("/")
 
 
+def _seen(future: asyncio.Future[int]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class KeyAdmission:
     def __init__(
         self,
@@ -120,15 +126,45 @@ class KeyAdmission:
         return None
 
     async def admit_publish(self, name: str, *, owner: str) -> PublishGrant | PublishRefusal:
+        key = stream_key_of(name[: MAX_NAME_LENGTH + 1])
+        token = self._token_meanwhile(key)
         try:
-            verdict = await self._checker.check(stream_key_of(name[: MAX_NAME_LENGTH + 1]))
-        except DatabaseUnavailable:
-            return PublishRefusal("unavailable", "Server busy; try again shortly.")
-        if not verdict.ok or verdict.channel_id is None or verdict.key_id is None:
-            return PublishRefusal(
-                f"{verdict.reason}_key", "Invalid stream key.", verdict.key_id, verdict.channel_id
-            )
-        channel_id, key_id = verdict.channel_id, verdict.key_id
+            try:
+                verdict = await self._checker.check(key)
+            except DatabaseUnavailable:
+                return PublishRefusal("unavailable", "Server busy; try again shortly.")
+            channel_id, key_id = verdict.channel_id, verdict.key_id
+            if not verdict.ok or channel_id is None or key_id is None:
+                return PublishRefusal(
+                    f"{verdict.reason}_key", "Invalid stream key.", key_id, channel_id
+                )
+            return await self._admit(channel_id, key_id, verdict.channel_name, token, owner)
+        finally:
+            token.cancel()  # done by now, unless refused early
+
+    def _token_meanwhile(self, key: str) -> asyncio.Future[int]:
+        """The fencing token, asked for while the key is checked: a storm's cold admission
+        waits for one database round trip less. A token only has to be larger than the
+        channel's lease before it, and it is still taken before the lock, as it was when
+        asked for after the check; one wasted on a refusal is a gap, which is harmless.
+        A key that is not even well-formed costs none.
+        """
+        if parse_key_id(key) is None:
+            future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            future.cancel()
+            return future
+        token = asyncio.ensure_future(self._fencing.next_token())
+        token.add_done_callback(_seen)  # a refusal never reads it: nor its failure
+        return token
+
+    async def _admit(
+        self,
+        channel_id: int,
+        key_id: str,
+        channel_name: str | None,
+        token_future: asyncio.Future[int],
+        owner: str,
+    ) -> PublishGrant | PublishRefusal:
         if self._enforce_mapping and (mapped := await self._node.mapped_url(channel_id)):
             return PublishRefusal(
                 "wrong_server",
@@ -147,7 +183,7 @@ class KeyAdmission:
                 channel_id,
                 redirect=other,
             )
-        token = await self._fencing.next_token()
+        token = await token_future
         node = self._node.name
         try:
             lease = await self._locks.acquire(channel_id, owner, node, token)
@@ -173,12 +209,12 @@ class KeyAdmission:
         if displaced is not None:
             log.info(
                 "channel=%s taken over from %s (silent for %.1fs) by %s",
-                verdict.channel_name,
+                channel_name,
                 displaced.owner,
                 self._clock() - displaced.renewed_at,
                 owner,
             )
-        return PublishGrant(channel_id, verdict.channel_name or "?", key_id, lease, displaced)
+        return PublishGrant(channel_id, channel_name or "?", key_id, lease, displaced)
 
     def _may_take_over(self, holder: Lease) -> bool:
         if self._policy is TakeoverPolicy.TAKEOVER:

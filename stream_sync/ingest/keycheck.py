@@ -3,7 +3,9 @@
 - A fresh cached record is checked locally: the HMAC of the presented key under the
   server secret(s) against the cached HMAC. No database query.
 - A miss reads the database record by key id and fills the cache only if nothing is
-  there (`fill`), so a revocation's tombstone written meanwhile always wins.
+  there (`fill`), so a revocation's tombstone written meanwhile always wins. The
+  verdict does not wait for the fill; until it lands, this process's checks of that
+  key read the entry it is writing.
 - Unknown key ids are cached negatively for a short while and revoked ones for long,
   so an encoder retrying a revoked key every two seconds costs no database query.
 - When the cache (Redis) is down, the database answers alone; when the database is
@@ -13,6 +15,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -73,6 +76,8 @@ class KeyChecker:
         self.database_lookups = 0
         self._lookups = Coalescer(self._lookup_many)  # a storm's cold keys, read together
         self.cache_available = True
+        self._filling: dict[str, CachedKey] = {}  # entries on their way into the cache
+        self._fills: set[asyncio.Task[None]] = set()
 
     async def check(self, presented: str) -> KeyVerdict:
         key_id = parse_key_id(presented)
@@ -90,7 +95,7 @@ class KeyChecker:
             log.warning("database unreachable; key %s checked against the cache", key_id)
             return self._judge(cached, presented, now, "stale-cache")
         entry = self._entry(key_id, record, now)
-        await self._store(entry, refresh=cached is not None)
+        self._store_soon(entry, refresh=cached is not None)
         return self._judge(entry, presented, now, "database")
 
     async def key_state(self, key_id: str) -> KeyState | None:
@@ -105,11 +110,12 @@ class KeyChecker:
         except Exception:
             return cached.state if cached is not None else None
         entry = self._entry(key_id, record, self._clock())
-        await self._store(entry, refresh=cached is not None)
+        self._store_soon(entry, refresh=cached is not None)
         return entry.state
 
     async def revoked(self, key_id: str, channel_id: int | None = None) -> None:
         """A revocation: tombstone the key id so no node admits it again."""
+        self._filling.pop(key_id, None)
         if self._cache is None:
             return
         try:
@@ -119,9 +125,16 @@ class KeyChecker:
 
     # ------------------------------------------------------------------------------------
 
+    async def settle(self) -> None:
+        """Wait for the cache fills in flight (before the cache is closed)."""
+        if self._fills:
+            await asyncio.wait(set(self._fills))
+
     async def _cached(self, key_id: str) -> CachedKey | None:
         if self._cache is None:
             return None
+        if (filling := self._filling.get(key_id)) is not None:
+            return filling
         try:
             entry = await self._cache.get(key_id)
         except StateUnavailable:
@@ -168,6 +181,23 @@ class KeyChecker:
             expires_at=record.expires_at,
             fresh_until=now + times.fresh_for,
         )
+
+    def _store_soon(self, entry: CachedKey, *, refresh: bool) -> None:
+        """Cache the entry without making the caller wait for Redis (one round trip less
+        on every cold admission)."""
+        if self._cache is None:
+            return
+        self._filling[entry.key_id] = entry
+        task = asyncio.get_running_loop().create_task(self._store(entry, refresh=refresh))
+        self._fills.add(task)
+        task.add_done_callback(lambda done: self._filled(done, entry))
+
+    def _filled(self, task: asyncio.Task[None], entry: CachedKey) -> None:
+        self._fills.discard(task)
+        if self._filling.get(entry.key_id) is entry:
+            del self._filling[entry.key_id]
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("could not cache key %s", entry.key_id, exc_info=exc)
 
     async def _store(self, entry: CachedKey, *, refresh: bool) -> None:
         if self._cache is None:

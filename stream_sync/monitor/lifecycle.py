@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Insert, Table, Update, and_, bindparam, insert, select, update
+from sqlalchemy import Insert, Select, Table, Update, and_, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from ..credentials.errors import ChannelNotFound
+from ..db.members import member_of, one_of
 from ..db.models import Channel, PublishSession
 from ..state import outbox
 from ..state.interfaces import PublishEnded, PublishStarted, StatusChanged
@@ -246,25 +247,31 @@ def _with_session(event: Any, inserted: int) -> Any:
 
 _channels = cast(Table, Channel.__table__)
 _sessions = _table
-_UNITS = (
-    select(
-        _channels.c.id.label("channel_id"),
-        _channels.c.event_seq,
-        _channels.c.grace_seconds,
-        _channels.c.test_mode,
-        *_ROW,
+
+
+@functools.cache
+def _units_query(postgresql: bool) -> Select[Any]:
+    return (
+        select(
+            _channels.c.id.label("channel_id"),
+            _channels.c.event_seq,
+            _channels.c.grace_seconds,
+            _channels.c.test_mode,
+            *_ROW,
+        )
+        .select_from(_channels)
+        .outerjoin(
+            _sessions,
+            and_(_sessions.c.channel_id == _channels.c.id, _sessions.c.ended_at.is_(None)),
+        )
+        .where(member_of(_channels.c.id, "channel_ids", postgresql=postgresql))
+        .order_by(_channels.c.id)
     )
-    .select_from(_channels)
-    .outerjoin(
-        _sessions, and_(_sessions.c.channel_id == _channels.c.id, _sessions.c.ended_at.is_(None))
-    )
-    .where(_channels.c.id.in_(bindparam("channel_ids", expanding=True)))
-    .order_by(_channels.c.id)
-)
-# FOR NO KEY UPDATE: it does not block foreign-key checks of the rows' references.
+
+
 _LOCK = (
     select(_channels.c.id)
-    .where(_channels.c.id.in_(bindparam("channel_ids", expanding=True)))
+    .where(member_of(_channels.c.id, "channel_ids", postgresql=True))
     .order_by(_channels.c.id)
     .with_for_update(key_share=True)
 )
@@ -292,11 +299,12 @@ async def _units(
     commit. A channel that is gone has no unit.
     """
     ids = {"channel_ids": sorted(set(channel_ids))}
-    if connection.dialect.name == "postgresql":
+    postgresql = connection.dialect.name == "postgresql"
+    if postgresql:
         await connection.execute(_LOCK, ids)
     else:
         await connection.execute(_WRITE_LOCK, {"channel_id": channel_ids[0]})
-    found = (await connection.execute(_UNITS, ids)).mappings()
+    found = (await connection.execute(_units_query(postgresql), ids)).mappings()
     units: dict[int, _Unit] = {}
     for row in found:
         session = row if row["id"] is not None else None  # the channel's open session
@@ -647,7 +655,12 @@ async def update_summaries(
         connection = await session.connection()
         rows = (
             await connection.execute(
-                select(*_ROW).where(_table.c.id.in_(list(summaries)), _table.c.ended_at.is_(None))
+                select(*_ROW).where(
+                    one_of(
+                        _table.c.id, summaries, postgresql=connection.dialect.name == "postgresql"
+                    ),
+                    _table.c.ended_at.is_(None),
+                )
             )
         ).mappings()
         values: list[dict[str, Any]] = [

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stream_sync.credentials.server_secrets import ServerSecrets
+from stream_sync.db.members import one_of
 from stream_sync.db.models import Channel
 from stream_sync.db.models import PushTarget as PushTargetRow
 
@@ -41,18 +42,24 @@ async def load_outputs(
     A target whose key no longer decrypts (a lost server secret) is left out with
     a log line naming its id; the others still go.
     """
+    postgresql = session.get_bind().dialect.name == "postgresql"
     wanted = set(channel_ids)
     async with session.begin():
         record = {
             channel_id
             for channel_id, on in await session.execute(
-                select(Channel.id, Channel.record).where(Channel.id.in_(wanted))
+                select(Channel.id, Channel.record).where(
+                    one_of(Channel.id, wanted, postgresql=postgresql)
+                )
             )
             if on
         }
         rows = await session.scalars(
             select(PushTargetRow)
-            .where(PushTargetRow.channel_id.in_(wanted), PushTargetRow.enabled.is_(True))
+            .where(
+                one_of(PushTargetRow.channel_id, wanted, postgresql=postgresql),
+                PushTargetRow.enabled.is_(True),
+            )
             .order_by(PushTargetRow.id)
         )
         targets: dict[int, list[PushTarget]] = {}

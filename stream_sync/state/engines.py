@@ -53,6 +53,8 @@ class StateEngines:
         return "ok" if await self.redis.ping() else "unreachable (falling back to the database)"
 
     async def close(self) -> None:
+        if isinstance(self.fencing, FailoverFencing):
+            await self.fencing.settle()
         if self.redis is not None:
             await self.redis.close()
         elif isinstance(self.bus, InProcessBus):

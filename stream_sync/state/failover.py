@@ -16,10 +16,13 @@ risk; both engines expire leases, and the fencing token tells stale holders apar
 Fencing tokens come from the database, so they keep growing when Redis restarts
 empty. While the database is down, Redis hands them out from a counter that every
 database token is written into, so they keep growing across that outage as well.
+That write is not waited for (an admission would pay a Redis round trip for it), but
+a token from Redis first waits for this process's writes still in flight.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -82,9 +85,13 @@ class FailoverLocks:
         return lease
 
     async def acquire(self, channel_id: int, owner: str, node: str, token: int) -> Lease | None:
+        # The database's holder is read meanwhile, not after: a lease moved there during
+        # an outage was moved at least a TTL before its Redis lease could expire.
+        elsewhere = asyncio.ensure_future(self._database_holder(channel_id))
         try:
             lease = await self._primary.acquire(channel_id, owner, node, token)
         except StateUnavailable:
+            elsewhere.cancel()
             self._note(True)
             moving = self._primary.ttl - (self._clock() - self._degraded_at)
             if moving > 0:  # the channel's Redis lease, if any, may not have moved yet
@@ -94,17 +101,24 @@ class FailoverLocks:
             return self._remember(
                 await self._fallback.acquire(channel_id, owner, node, token), _FALLBACK
             )
+        except BaseException:
+            elsewhere.cancel()
+            raise
         self._note(False)
         if lease is None:
+            elsewhere.cancel()
             return None
-        try:
-            other = await self._fallback.holder(channel_id)
-        except DATABASE_ERRORS:
-            other = None  # the database is down too: Redis alone decides
+        other = await elsewhere
         if other is not None and other.owner != owner:
             await self._primary.release(lease)  # an outage-era holder still owns it
             return None
         return self._remember(lease, _PRIMARY)
+
+    async def _database_holder(self, channel_id: int) -> Lease | None:
+        try:
+            return await self._fallback.holder(channel_id)
+        except DATABASE_ERRORS:
+            return None  # the database is down too: Redis alone decides
 
     async def renew(self, lease: Lease) -> Lease | None:
         key = (lease.channel_id, lease.token)
@@ -179,6 +193,7 @@ class FailoverFencing:
         self._at_least = redis.client.register_script(_AT_LEAST) if redis else None
         self._issued_by_redis = False
         self._catch_up = Coalescer(self._raise_redis)  # one call for a storm's tokens
+        self._catching_up: set[asyncio.Task[None]] = set()
 
     async def next_token(self) -> int:
         try:
@@ -186,6 +201,7 @@ class FailoverFencing:
         except DATABASE_ERRORS:
             if self._redis is None:
                 raise
+            await self.settle()  # Redis must have seen every database token first
             token = int(await self._redis.run(self._redis.client.incr(self._key)))
             self._issued_by_redis = True
             log.warning("fencing token %d from Redis: the database is unavailable", token)
@@ -198,9 +214,23 @@ class FailoverFencing:
                 token = await self._database.next_token()
             self._issued_by_redis = False
         if self._redis is not None:
-            with contextlib.suppress(StateUnavailable):  # Redis catches up before it is used
-                await self._catch_up(token)
+            task = asyncio.get_running_loop().create_task(self._tell_redis(token))
+            self._catching_up.add(task)
+            task.add_done_callback(self._catching_up.discard)
         return token
+
+    async def settle(self) -> None:
+        """Wait for the writes to Redis in flight (before it is closed)."""
+        if self._catching_up:
+            await asyncio.wait(set(self._catching_up))
+
+    async def _tell_redis(self, token: int) -> None:
+        try:
+            await self._catch_up(token)
+        except StateUnavailable:
+            pass  # Redis is down: the next token's write raises it past this one
+        except Exception:
+            log.exception("could not raise Redis's fencing counter to %d", token)
 
     async def _raise_redis(self, tokens: Sequence[int]) -> list[None]:
         if self._redis is not None and self._at_least is not None:

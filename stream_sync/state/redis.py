@@ -109,14 +109,23 @@ local function token_of(value)
   return string.match(value, '^{"token":(%-?%d+),')
 end
 """
-_ACQUIRE = (
+# Acquires many leases in one call (KEYS: the locks; ARGV: the TTL, then a head per
+# lock): each is set only if free, and the new lease or false comes back for each. One
+# script call per storm batch: a pipeline of scripts costs a SCRIPT EXISTS round trip
+# before it runs, and redis-py's packing of each command on top.
+_ACQUIRE_MANY = (
     _NOW
     + """
-local value = ARGV[1] .. now .. '}'
-if redis.call('SET', KEYS[1], value, 'NX', 'PX', ARGV[2]) then
-  return value
+local acquired = {}
+for i, key in ipairs(KEYS) do
+  local value = ARGV[i + 1] .. now .. '}'
+  if redis.call('SET', key, value, 'NX', 'PX', ARGV[1]) then
+    acquired[i] = value
+  else
+    acquired[i] = false
+  end
 end
-return false
+return acquired
 """
 )
 # Renews many leases in one call (KEYS: the locks; ARGV: the TTL, then a token and a
@@ -304,6 +313,21 @@ class RedisState:
             log.info("%s is available again", self.where)
         return result
 
+    async def warm(self, connections: int) -> None:
+        """Connect ``connections`` of the pool now: a storm right after a start would
+        otherwise open them inside its first admissions."""
+        pool = self.client.connection_pool
+        opened = []
+        try:
+            async with asyncio.timeout(self.timeout):
+                for _ in range(min(connections, POOL_SIZE)):
+                    opened.append(await pool.get_connection())  # type: ignore[no-untyped-call]
+        except _UNAVAILABLE as exc:
+            log.warning("%s: could not connect ahead (%s)", self.where, type(exc).__name__)
+        finally:
+            for connection in opened:
+                await pool.release(connection)
+
     async def ping(self) -> bool:
         try:
             return bool(await self.run(self.client.ping()))
@@ -403,7 +427,8 @@ class RedisKeyCache:
         return await self._fills((entry, ttl))
 
     async def _fill_many(self, fills: Sequence[tuple[CachedKey, float]]) -> list[bool]:
-        async with self._state.client.pipeline(transaction=False) as pipe:  # see _pipelined
+        # Inside `async with`: a pipeline that a timeout cancels would keep its connection.
+        async with self._state.client.pipeline(transaction=False) as pipe:
             for entry, ttl in fills:
                 key = self._state.key("key", entry.key_id)
                 pipe.set(key, encode_cached_key(entry), nx=True, px=_ms(ttl))
@@ -461,7 +486,7 @@ class RedisLocks:
         self.ttl = ttl
         self._state = state
         client = state.client
-        self._acquire = client.register_script(_ACQUIRE)
+        self._acquire_all = client.register_script(_ACQUIRE_MANY)
         self._renew_all = client.register_script(_RENEW_MANY)
         self._release = client.register_script(_RELEASE)
         self._take_over = client.register_script(_TAKE_OVER)
@@ -473,9 +498,14 @@ class RedisLocks:
         return await self._acquisitions((channel_id, _lease_head(owner, node, token)))
 
     async def _acquire_many(self, wanted: Sequence[tuple[int, str]]) -> list[Lease | None]:
-        """A storm's acquisitions in one round trip: each script still decides alone."""
-        ttl = _ms(self.ttl)
-        return await self._pipelined(self._acquire, [(cid, [head, ttl]) for cid, head in wanted])
+        """A storm's acquisitions in one script call: each lock is still decided alone."""
+        keys = [self._state.key("lock", channel_id) for channel_id, _ in wanted]
+        args: list[str | int] = [_ms(self.ttl), *(head for _, head in wanted)]
+        stored = await self._state.run(self._acquire_all(keys, args))
+        return [
+            self._lease(channel_id, raw)
+            for (channel_id, _), raw in zip(wanted, stored, strict=True)
+        ]
 
     async def renew(self, lease: Lease) -> Lease | None:
         stored = await self._renewals(lease)
@@ -492,23 +522,6 @@ class RedisLocks:
         stored = await self._state.run(self._renew_all(keys, args))
         return [
             self._lease(lease.channel_id, raw) for lease, raw in zip(leases, stored, strict=True)
-        ]
-
-    async def _pipelined(
-        self, script: Any, calls: Sequence[tuple[int, list[str | int]]]
-    ) -> list[Lease | None]:
-        """The script once per (channel, arguments), all in one pipeline.
-
-        Inside `async with`: a pipeline that a timeout cancels while it loads its
-        scripts would keep its connection otherwise (an "Unclosed Pipeline client"
-        each time Redis went away).
-        """
-        async with self._state.client.pipeline(transaction=False) as pipe:
-            for channel_id, args in calls:
-                await script([self._state.key("lock", channel_id)], args, client=pipe)  # queued
-            stored = await self._state.run(pipe.execute())
-        return [
-            self._lease(channel_id, raw) for (channel_id, _), raw in zip(calls, stored, strict=True)
         ]
 
     async def release(self, lease: Lease) -> None:
@@ -662,6 +675,9 @@ class RedisBus:
         self._subscribed_before = False
         self._closed = False
         self._malformed = LogThrottle()
+        # A storm's events in one pipeline, not a pooled connection each; one batch at a
+        # time, so this process's messages reach Redis in the order they were published.
+        self._messages = Coalescer(self._publish_many, in_flight=1)
 
     async def publish(self, event: BusEvent) -> None:
         if isinstance(event, StreamStats):
@@ -669,7 +685,7 @@ class RedisBus:
             return
         data = _json(encode_event(event))
         channel = self.control_channel if isinstance(event, CONTROL_EVENTS) else self.channel
-        await self._state.run(self._publish(channel, data))
+        await self._messages((channel, data))
 
     async def publish_stats(self, batch: Sequence[StreamStats]) -> None:
         for start in range(0, len(batch), STATS_PER_MESSAGE):
@@ -677,7 +693,7 @@ class RedisBus:
             # orjson: at hundreds of streams a second, the stdlib's encoder here and its
             # decoder in the monitor cost more than the rest of the monitoring.
             data = orjson.dumps([encode_event(stats) for stats in part])
-            await self._state.run(self._publish(self.stats_channel, data))
+            await self._messages((self.stats_channel, data))
 
     def subscribe(self, *, stats: bool = False) -> InProcessSubscription:
         """Registered at once; the shared reader starts with the first subscription.
@@ -715,13 +731,24 @@ class RedisBus:
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
 
-    async def _publish(self, channel: str, data: str | bytes) -> None:
+    async def _publish_many(self, messages: Sequence[tuple[str, str | bytes]]) -> list[None]:
+        await self._state.run(self._send(messages))
+        return [None] * len(messages)
+
+    async def _send(self, messages: Sequence[tuple[str, str | bytes]]) -> None:
         if self._reader is not None and not self._first_attempt.is_set():
             # The reader is still starting: wait, so this process's subscribers hear
             # what it publishes after subscribe(), as with the in-process bus. (Once
             # it failed, Redis is down: no waiting, the publish fails at once.)
             await self._first_attempt.wait()
-        await self._state.client.publish(channel, data)
+        if len(messages) == 1:
+            await self._state.client.publish(*messages[0])
+            return
+        # Inside `async with`: a pipeline that a timeout cancels would keep its connection.
+        async with self._state.client.pipeline(transaction=False) as pipe:
+            for channel, data in messages:
+                pipe.publish(channel, data)
+            await pipe.execute()
 
     async def _read(self) -> None:
         loop = asyncio.get_running_loop()

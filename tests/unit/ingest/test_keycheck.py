@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,7 @@ from stream_sync.credentials.server_secrets import ServerSecrets
 from stream_sync.db import session_factory
 from stream_sync.ingest.keycheck import CacheTimes, DatabaseUnavailable, KeyChecker
 from stream_sync.state.inprocess import InProcessKeyCache
+from stream_sync.state.interfaces import CachedKey
 
 
 class Clock:
@@ -119,3 +121,35 @@ async def test_a_revocation_beats_a_refresh_that_raced_it(engine: AsyncEngine) -
     verdict = await checker.check(created.key)
     assert verdict.reason == "revoked"
     assert verdict.channel_id == created.channel_id
+
+
+class SlowFills(InProcessKeyCache):
+    """The in-process cache, whose fills wait until the test lets them land (Redis's
+    round trip, stretched)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.land = asyncio.Event()
+
+    async def fill(self, entry: CachedKey, ttl: float) -> bool:
+        await self.land.wait()
+        return await super().fill(entry, ttl)
+
+
+async def test_a_revocation_beats_the_fill_of_a_check_just_before_it(engine: AsyncEngine) -> None:
+    """The verdict does not wait for its cache fill; a revocation meanwhile still wins."""
+    checker, _, clock, created, (sessions, secrets) = await setup(engine)
+    cache = SlowFills(wall=clock)
+    checker = KeyChecker(sessions=sessions, secrets=secrets, cache=cache, clock=clock)
+    assert (await checker.check(created.key)).ok  # its fill has not landed
+    assert (await checker.check(created.key)).ok  # nor asked the database again
+    assert checker.database_lookups == 1
+    async with sessions() as session:
+        await service.reset_key(
+            session, secrets=secrets, channel_id=created.channel_id, actor=Actor.cli()
+        )
+    await checker.revoked(created.key_id, created.channel_id)
+    assert (await checker.check(created.key)).reason == "revoked"
+    cache.land.set()
+    await checker.settle()  # the fill lands after the tombstone, and must not undo it
+    assert (await checker.check(created.key)).reason == "revoked"
