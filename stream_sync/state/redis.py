@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import json
 import logging
@@ -311,6 +312,11 @@ class RedisState:
         if not self._available:
             self._available = True
             log.info("%s is available again", self.where)
+            # A restarted Redis closed every connection opened before, and redis-py does
+            # not notice at checkout (EOF reads as "no data pending"): an idle one would
+            # fail the next call that draws it, an admission say. Drop them now.
+            with contextlib.suppress(OSError):
+                await self.client.connection_pool.disconnect(inuse_connections=False)
         return result
 
     async def warm(self, connections: int) -> None:

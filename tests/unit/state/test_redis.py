@@ -256,6 +256,24 @@ async def test_a_redis_restart(
     assert KEY_ID not in caplog.text
 
 
+async def test_connections_idle_through_a_restart_fail_no_call_after_it(
+    private: tuple[RedisServer, RedisState],
+) -> None:
+    """redis-py takes a connection the restart closed for a live one (an admission failed)."""
+    server, state = private
+    await state.warm(8)  # idle in the pool, as an ingest process's are after its start
+    server.kill()
+    assert await state.ping() is False
+    server.start()  # same port, empty
+    await server.wait_ready()
+    assert await state.ping() is True
+    # Together, so they draw every pooled connection, not the one the ping reopened.
+    results = await asyncio.gather(
+        *(state.locks.holder(channel) for channel in range(8)), return_exceptions=True
+    )
+    assert results == [None] * 8
+
+
 async def test_a_hung_redis_fails_calls_within_the_deadline(
     private: tuple[RedisServer, RedisState],
 ) -> None:
