@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import time
@@ -25,6 +24,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ..background import Background
 from ..credentials.keys import key_hash, parse_key_id
 from ..credentials.lookup import KeyRecord, lookup_keys
 from ..credentials.server_secrets import ServerSecrets
@@ -77,7 +77,7 @@ class KeyChecker:
         self._lookups = Coalescer(self._lookup_many)  # a storm's cold keys, read together
         self.cache_available = True
         self._filling: dict[str, CachedKey] = {}  # entries on their way into the cache
-        self._fills: set[asyncio.Task[None]] = set()
+        self._fills = Background(log)
 
     async def check(self, presented: str) -> KeyVerdict:
         key_id = parse_key_id(presented)
@@ -127,8 +127,7 @@ class KeyChecker:
 
     async def settle(self) -> None:
         """Wait for the cache fills in flight (before the cache is closed)."""
-        if self._fills:
-            await asyncio.wait(set(self._fills))
+        await self._fills.settle()
 
     async def _cached(self, key_id: str) -> CachedKey | None:
         if self._cache is None:
@@ -188,16 +187,14 @@ class KeyChecker:
         if self._cache is None:
             return
         self._filling[entry.key_id] = entry
-        task = asyncio.get_running_loop().create_task(self._store(entry, refresh=refresh))
-        self._fills.add(task)
-        task.add_done_callback(lambda done: self._filled(done, entry))
+        self._fills.spawn(self._fill(entry, refresh), f"cache key {entry.key_id}")
 
-    def _filled(self, task: asyncio.Task[None], entry: CachedKey) -> None:
-        self._fills.discard(task)
-        if self._filling.get(entry.key_id) is entry:
-            del self._filling[entry.key_id]
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("could not cache key %s", entry.key_id, exc_info=exc)
+    async def _fill(self, entry: CachedKey, refresh: bool) -> None:
+        try:
+            await self._store(entry, refresh=refresh)
+        finally:
+            if self._filling.get(entry.key_id) is entry:
+                del self._filling[entry.key_id]
 
     async def _store(self, entry: CachedKey, *, refresh: bool) -> None:
         if self._cache is None:

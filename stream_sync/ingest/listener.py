@@ -20,6 +20,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
+from ..background import Background
 from ..state.inprocess import LogThrottle
 
 log = logging.getLogger("stream_sync.ingest")
@@ -77,7 +78,7 @@ class Listener:
         self._ssl = ssl_context
         self._handshake_timeout = ssl_handshake_timeout
         self._loop = asyncio.get_running_loop()
-        self._pending: set[asyncio.Task[None]] = set()
+        self._pending = Background(log)
         self._closed = False
         self._paused: asyncio.TimerHandle | None = None
         self._trouble = LogThrottle()
@@ -112,9 +113,7 @@ class Listener:
                     self._pause()
                 return
             conn.setblocking(False)
-            task = self._loop.create_task(self._start(conn))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            self._pending.spawn(self._start(conn), "start a connection")
 
     async def _start(self, conn: socket.socket) -> None:
         try:
@@ -142,5 +141,4 @@ class Listener:
 
     async def wait_closed(self) -> None:
         """Once the connections accepted before close() have started or failed."""
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+        await self._pending.settle()

@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from ..background import Background
 from ..db.engine import DATABASE_ERRORS
 from .coalesce import Coalescer
 from .database import DatabaseFencing, DatabaseLocks
@@ -193,7 +194,7 @@ class FailoverFencing:
         self._at_least = redis.client.register_script(_AT_LEAST) if redis else None
         self._issued_by_redis = False
         self._catch_up = Coalescer(self._raise_redis)  # one call for a storm's tokens
-        self._catching_up: set[asyncio.Task[None]] = set()
+        self._catching_up = Background(log)
 
     async def next_token(self) -> int:
         try:
@@ -214,23 +215,18 @@ class FailoverFencing:
                 token = await self._database.next_token()
             self._issued_by_redis = False
         if self._redis is not None:
-            task = asyncio.get_running_loop().create_task(self._tell_redis(token))
-            self._catching_up.add(task)
-            task.add_done_callback(self._catching_up.discard)
+            self._catching_up.spawn(
+                self._tell_redis(token), f"raise Redis's fencing counter to {token}"
+            )
         return token
 
     async def settle(self) -> None:
         """Wait for the writes to Redis in flight (before it is closed)."""
-        if self._catching_up:
-            await asyncio.wait(set(self._catching_up))
+        await self._catching_up.settle()
 
     async def _tell_redis(self, token: int) -> None:
-        try:
+        with contextlib.suppress(StateUnavailable):  # the next token's write raises it past
             await self._catch_up(token)
-        except StateUnavailable:
-            pass  # Redis is down: the next token's write raises it past this one
-        except Exception:
-            log.exception("could not raise Redis's fencing counter to %d", token)
 
     async def _raise_redis(self, tokens: Sequence[int]) -> list[None]:
         if self._redis is not None and self._at_least is not None:
