@@ -56,6 +56,22 @@ def outputs_of(stats: StreamStats) -> dict[str, dict[str, object]]:
     return {str(o["name"]): o for o in stats.outputs if o.get("kind") == "push"}
 
 
+async def publishing_until(node: Node, key: str, target: str, state: str) -> StreamStats:
+    """FFmpeg publishing to ``node`` until the statistics show ``target`` in ``state``."""
+    sent = BusRecorder(node.bus)
+    encoder = await run_process(
+        ffmpeg_command(debian_ffmpeg(), f"{node.rtmp_url}/{key}", seconds=30)
+    )
+    try:
+        return await sent.wait_for(
+            StreamStats, lambda s: outputs_of(s).get(target, {}).get("state") == state
+        )
+    finally:
+        encoder.kill()
+        await encoder.wait()
+        await sent.close()
+
+
 async def decodes_cleanly(path: Path) -> None:
     decode = await run_process([debian_ffmpeg(), "-v", "error", "-i", str(path), "-f", "null", "-"])
     _, errors = await decode.communicate()
@@ -205,16 +221,7 @@ async def test_an_rtmps_target_is_pushed_inside_verified_tls(tmp_path: Path) -> 
         async with running_node(node_settings(tmp_path / "doubting")) as doubting:
             channel = await create(doubting, "studio")
             await add_target(doubting, channel.channel_id, "secure", url, destination.key)
-            sent = BusRecorder(doubting.bus)
-            encoder = await run_process(
-                ffmpeg_command(debian_ffmpeg(), f"{doubting.rtmp_url}/{channel.key}", seconds=30)
-            )
-            refused = await sent.wait_for(
-                StreamStats, lambda s: outputs_of(s).get("secure", {}).get("state") == "retrying"
-            )
-            encoder.kill()
-            await encoder.wait()
-            await sent.close()
+            refused = await publishing_until(doubting, channel.key, "secure", "retrying")
 
     assert ended.reason == "client stopped (FCUnpublish)"
     assert (ended.video_codec, ended.audio_codec) == ("avc1", "mp4a")
@@ -231,16 +238,7 @@ async def test_a_target_that_refuses_the_key_shows_failed_with_its_words(tmp_pat
             channel = await create(source, "studio")
             wrong = "ssk_" + "x" * 40
             await add_target(source, channel.channel_id, "mirror", url, wrong)
-            sent = BusRecorder(source.bus)
-            encoder = await run_process(
-                ffmpeg_command(debian_ffmpeg(), f"{source.rtmp_url}/{channel.key}", seconds=30)
-            )
-            refused = await sent.wait_for(
-                StreamStats, lambda s: outputs_of(s).get("mirror", {}).get("state") == "failed"
-            )
-            encoder.kill()
-            await encoder.wait()
-            await sent.close()
+            refused = await publishing_until(source, channel.key, "mirror", "failed")
 
     mirror = outputs_of(refused)["mirror"]
     assert mirror["reason"] == "NetStream.Publish.BadName"  # what the target said
