@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .scenarios import SCENARIOS
-from .servers import REPO, nginx_version
+from .servers import REPO, SERVERS, nginx_version
 from .stats import median, spread
 
 Run = dict[str, Any]
@@ -28,6 +28,7 @@ SERVER_LABELS = {
     "embedded": "stream-sync (SQLite, in-process)",
     "nothumb": "stream-sync (SQLite, in-process), thumbnails off",
     "redis": "stream-sync (Redis + PostgreSQL)",
+    "redis-nothumb": "stream-sync (Redis + PostgreSQL), thumbnails off",
     "nginx": "nginx-rtmp",
     "embedded-push": "stream-sync (SQLite, in-process), pushing every stream",
     "nginx-push": "nginx-rtmp, pushing every stream (`push`)",
@@ -169,9 +170,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _ordered(folded: dict[tuple[str, str], Folded], keys: list[str]) -> list[tuple[str, str]]:
-    order = ["embedded", "nothumb", "redis", "nginx", "embedded-push", "nginx-push"]
     present = [k for k in folded if k[0] in keys]
-    return sorted(present, key=lambda k: (keys.index(k[0]), order.index(k[1])))
+    return sorted(present, key=lambda k: (keys.index(k[0]), SERVERS.index(k[1])))
 
 
 def markdown(doc: dict[str, Any]) -> str:

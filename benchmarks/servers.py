@@ -5,7 +5,8 @@
 - stream-sync "nothumb": "embedded" with live thumbnails off (thumbnail_interval 0),
   to measure what the thumbnails cost at their default settings (issue 11).
 - stream-sync "redis": the same with Redis (a fresh key prefix per start, so the key
-  cache is cold) and PostgreSQL (a database created for the run and dropped after).
+  cache is cold) and PostgreSQL (a database created for the run and dropped after);
+  "redis-nothumb" is that with live thumbnails off.
 - nginx-rtmp, the reference: Debian's nginx with libnginx-mod-rtmp, `live on; record
   off`, its RTMP access log on (its default, the counterpart of stream-sync's info
   lines), plus an HTTP listener for `rtmp_stat` so its own byte counters can be read.
@@ -52,6 +53,15 @@ REPO = Path(__file__).resolve().parent.parent
 STREAM_SYNC = Path(sys.executable).parent / "stream-sync"
 NGINX = "/usr/sbin/nginx"
 RTMP_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
+SERVERS = (  # every server the benchmark knows, in the order its tables show them
+    "embedded",
+    "nothumb",
+    "redis",
+    "redis-nothumb",
+    "nginx",
+    "embedded-push",
+    "nginx-push",
+)
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES = os.environ.get("BENCH_POSTGRES", "postgres@127.0.0.1:5432")
 CAPACITY = 100_000  # never the limit being measured
@@ -439,9 +449,12 @@ class ServerSet:
             if name in ("nginx", "nginx-push"):
                 server = Nginx(workdir, workers=nginx_workers)
                 server.name = name
-            elif name in ("embedded", "redis", "nothumb", "embedded-push"):
+            elif name in ("embedded", "redis", "nothumb", "redis-nothumb", "embedded-push"):
                 server = StreamSync(
-                    name, workdir, redis=name == "redis", thumbnails=name != "nothumb"
+                    name,
+                    workdir,
+                    redis=name.startswith("redis"),
+                    thumbnails=not name.endswith("nothumb"),
                 )
             else:
                 raise ValueError(f"unknown server {name!r}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import functools
 import gc
@@ -30,7 +29,7 @@ import click
 import uvloop
 from sqlalchemy.engine import make_url
 
-from . import __version__, logs
+from . import __version__, heap, logs
 from .accounts import users
 from .admin import client as admin
 from .admin.server import AlreadyRunningError
@@ -57,9 +56,6 @@ from .workers.supervisor import WorkerStartError
 log = logging.getLogger("stream_sync")
 P = ParamSpec("P")
 T = TypeVar("T")
-# glibc mallopt(3) parameters (malloc.h)
-M_MMAP_THRESHOLD = -3
-M_ARENA_MAX = -8
 
 
 class CommandError(Exception):
@@ -334,7 +330,7 @@ def monitor_role(**options: Any) -> None:
 async def _serve(
     settings: Settings, roles: frozenset[Role], workers: int, worker_index: int | None
 ) -> None:
-    _tune_malloc()
+    heap.tune()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -378,22 +374,6 @@ def _freeze_startup_heap() -> None:
     """
     gc.collect()
     gc.freeze()
-
-
-def _tune_malloc() -> None:
-    """glibc: one malloc arena, and large blocks always mapped, so freed ones go back.
-
-    Each thread (the picture maker, SQLite's) would otherwise get an arena of its own
-    that keeps what it once used, and glibc's mmap threshold rises with every large
-    block freed, after which megabyte blocks stay in the heap: a 720p picture left
-    some 7 MB behind for good (issue 11). Before any thread starts; elsewhere a no-op.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError):
-        return  # not glibc
-    mallopt(M_ARENA_MAX, 1)
-    mallopt(M_MMAP_THRESHOLD, 128 * 1024)
 
 
 def _listen_error(settings: Settings, exc: OSError) -> str:

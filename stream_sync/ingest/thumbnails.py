@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .. import heap
 from ..monitor.thumbnail import DECODERS, ThumbnailError, render, warm_up
 from ..rtmp.events import KeyframeCaptured
 from ..state.errors import StateUnavailable
@@ -170,9 +171,11 @@ class Thumbnailer:
         def make() -> tuple[bytes | ThumbnailError, float]:
             started = time.thread_time()  # this thread's CPU: the picture's true cost
             try:
-                return render(codec, config, keyframe, width=width), time.thread_time() - started
+                picture: bytes | ThumbnailError = render(codec, config, keyframe, width=width)
             except ThumbnailError as exc:
-                return exc, time.thread_time() - started
+                picture = exc
+            heap.trim()  # the decoder's freed tables, stranded between media buffers
+            return picture, time.thread_time() - started
 
         try:
             jpeg, cost = await loop.run_in_executor(self._executor, make)
