@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class Background:
@@ -15,7 +17,11 @@ class Background:
         self._log = logger
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def spawn(self, coroutine: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
+    def __len__(self) -> int:
+        """Tasks running now."""
+        return len(self._tasks)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, T], what: str) -> asyncio.Task[T]:
         """Run ``coroutine``; an exception it lets out is logged as "could not <what>"."""
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
@@ -28,6 +34,16 @@ class Background:
             self._log.error("could not %s", what, exc_info=exc)
 
     async def settle(self) -> None:
-        """Return once every task started so far has ended (failures are logged, not raised)."""
-        if self._tasks:
+        """Return once no task is left, those started meanwhile included.
+
+        Failures are logged, not raised.
+        """
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    async def cancel(self) -> None:
+        """Cancel every task, and return once they have ended."""
+        while self._tasks:
+            for task in self._tasks:
+                task.cancel()
             await asyncio.wait(set(self._tasks))

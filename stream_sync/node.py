@@ -45,6 +45,7 @@ from .api.context import ApiContext, LiveStream
 from .api.live import BusLiveView
 from .api.ratelimit import RequestLimiter
 from .audit.refusals import RefusalAggregator
+from .background import Background
 from .credentials import service
 from .credentials.server_secrets import ServerSecrets, load_or_create
 from .db.engine import (
@@ -248,7 +249,7 @@ class Node:
         self.playback_port = 0
         self._playback: _EmbeddedUvicorn | None = None
         self._playback_task: asyncio.Task[None] | None = None
-        self._tasks: list[asyncio.Task[Any]] = []  # background work, cancelled on stop
+        self._daemons = Background(log)  # loops that run until stop, which cancels them
         self._mbps = 0.0
 
     @property
@@ -284,8 +285,9 @@ class Node:
         if self._tls is not None and files is not None:
             tls.reload(self._tls, *files)
 
-    def _background(self, coroutine: Coroutine[Any, Any, Any]) -> None:
-        self._tasks.append(asyncio.get_running_loop().create_task(coroutine))
+    def _daemon(self, coroutine: Coroutine[Any, Any, Any], what: str) -> None:
+        """A loop of the node's, run until stop; one that fails is logged at once."""
+        self._daemons.spawn(coroutine, what)
 
     # Start and stop ----------------------------------------------------------------------
 
@@ -320,9 +322,9 @@ class Node:
                 open_nodes=self._nodes_with_open_sessions,
                 interval=settings.heartbeat_interval,
             )
-            self._background(watcher.run())
-            self._background(self._expire_grace())
-            self._background(self._retention())
+            self._daemon(watcher.run(), "watch for dead nodes")
+            self._daemon(self._expire_grace(), "expire grace periods")
+            self._daemon(self._retention(), "apply retention")
             if self.webhooks is not None:
                 webhooks = self.webhooks
                 health = HealthWatcher(
@@ -332,8 +334,8 @@ class Node:
                     clock=webhooks.now,
                     staged=webhooks.committed,
                 )
-                self._background(health.run())
-                self._background(webhooks.run())
+                self._daemon(health.run(), "watch stream health")
+                self._daemon(webhooks.run(), "deliver webhooks")
         log.info(
             "roles %s, state %s, data folder %s, server name %s%s",
             ",".join(sorted(self.roles)),
@@ -436,10 +438,10 @@ class Node:
             self.rtmps_port = await self._ingest.start_tls(
                 host, settings.rtmps_port, self._tls, reuse_port=shared
             )
-        self._background(self.refusals.run())
-        self._background(self._heartbeat())
-        self._background(self._recording_retention())
-        self._background(self._recording_deletions())
+        self._daemon(self.refusals.run(), "aggregate refused publishes")
+        self._daemon(self._heartbeat(), "keep the node registered")
+        self._daemon(self._recording_retention(), "apply recording retention")
+        self._daemon(self._recording_deletions(), "delete recordings")
         log.info("RTMP ingest listening on %s", self._urls())
 
     def _outputs_hub(self) -> OutputsHub:
@@ -563,9 +565,7 @@ class Node:
                 await self.state.registry.remove(self.name)
         if self._recordings is not None:
             await self._recordings.close()
-        for task in self._tasks:
-            task.cancel()  # the refusal aggregator flushes what it holds as it stops
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._daemons.cancel()  # the refusal aggregator flushes what it holds as it stops
         await self.live.stop()
         for server, serving in (
             (self._http, self._http_task),

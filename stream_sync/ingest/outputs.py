@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..background import Background
 from ..monitor.status import EndKind
 from ..outputs.destinations import PushTarget
 from ..outputs.plan import NOTHING, ChannelOutputs
@@ -167,9 +168,9 @@ class OutputsHub:
         self._load = load
         self._clock = clock
         self._channels: dict[int, _Channel] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = Background(log)  # sinks saying goodbye
         self._retired_bytes = 0  # sent by sinks since closed
-        self._loading: set[asyncio.Task[None]] = set()  # reads of what channels feed
+        self._loading = Background(log)  # reads of what channels feed
 
     def started(self, proto: RtmpProtocol, channel_id: int, channel_name: str) -> None:
         entry = self._channels.get(channel_id)
@@ -243,19 +244,16 @@ class OutputsHub:
         """End every output (shutdown): pushes say goodbye, files are finished."""
         for entry in list(self._channels.values()):
             self._drop(entry)
-        for task in self._loading:
-            task.cancel()  # one may be waiting for the database
-        await asyncio.gather(*self._loading, return_exceptions=True)
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._loading.cancel()  # one may be waiting for the database
+        await self._closing.settle()
 
     # Inside -------------------------------------------------------------------------
 
     def _reload(self, entry: _Channel, *, after_admissions: bool = False) -> None:
         entry.loads += 1
-        task = asyncio.ensure_future(self._reload_now(entry, entry.loads, after_admissions))
-        self._loading.add(task)
-        task.add_done_callback(self._loading.discard)
+        self._loading.spawn(
+            self._reload_now(entry, entry.loads, after_admissions), "load a channel's outputs"
+        )
 
     async def _reload_now(self, entry: _Channel, load: int, after_admissions: bool) -> None:
         if self._load is None:
@@ -335,14 +333,4 @@ class OutputsHub:
 
     def _retire(self, sink: Sink) -> None:
         self._retired_bytes += sink.sent_bytes
-        self._spawn(sink.close())
-
-    def _spawn(self, coroutine: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("an output failed to finish: %r", exc)
+        self._closing.spawn(sink.close(), "finish an output")

@@ -378,7 +378,7 @@ class RtmpProtocol(asyncio.BufferedProtocol):
                 self.address,
                 server.node_name,
             )
-            server.spawn(server.publish_event(refused))
+            server.spawn(server.publish_event(refused), "announce a refused publish")
         if server.recorder is not None:  # aggregated: one audit row per minute and address
             server.recorder.refused(
                 key_id=decision.key_id,
@@ -408,7 +408,8 @@ class RtmpProtocol(asyncio.BufferedProtocol):
             server.spawn(
                 server.bus.publish(
                     StopRequested(decision.channel_id, "taken over", decision.lease.token)
-                )
+                ),
+                "ask the silent holder to stop",
             )
         self.awaiting_media = True
         self.start_unrecorded = True
@@ -446,7 +447,7 @@ class RtmpProtocol(asyncio.BufferedProtocol):
         Publish.Start once the lock is held. The writes then run in the order the
         changes happened, so an end never overtakes its start.
         """
-        self._journal = self.server.spawn(_after(self._journal, step))
+        self._journal = self.server.spawn(_after(self._journal, step), "record a publish step")
 
     async def _record_start(self, grant: PublishGrant) -> None:
         """The session row, at the first media if it comes soon: one transaction for both."""
@@ -536,7 +537,7 @@ class RtmpProtocol(asyncio.BufferedProtocol):
             grant.key_id,
             reason,
         )
-        server.spawn(server.admission.release(grant))
+        server.spawn(server.admission.release(grant), "release a lease")
         self.first_media.set()  # a start still waiting for media is recorded now
         self.journal(self._record_end(grant, reason))
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ..background import Background
 from ..db.models import utcnow
 from ..recordings import files, flv
 from ..recordings.rows import PartEnd, PartRow, RecordingStatus, finish_part, start_part
@@ -165,7 +166,7 @@ class Recordings:
         self.writer = DiskWriter()
         self.writing: set[str] = set()  # paths of parts open now (retention leaves them)
         self._sessions = sessions
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = Background(log)  # the parts' rows
         self._db_errors = LogThrottle(60.0)
 
     def sink(self, source: RtmpProtocol, channel_name: str) -> RecordingSink:
@@ -174,11 +175,8 @@ class Recordings:
             raise ValueError("a recording needs a publish that was admitted")
         return RecordingSink(self, grant.channel_id, channel_name)
 
-    def spawn(self, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    def spawn(self, coroutine: Coroutine[Any, Any, T], what: str) -> asyncio.Task[T]:
+        return self._background.spawn(coroutine, what)
 
     async def insert(self, row: PartRow) -> int | None:
         if self._sessions is None:
@@ -207,8 +205,7 @@ class Recordings:
 
     async def close(self) -> None:
         """After every recording has closed (the outputs' own close): the rows, the thread."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._background.settle()
         await asyncio.to_thread(self.writer.close)
 
 
@@ -377,7 +374,9 @@ class RecordingSink:
         self._in_flight += len(start)
         opened.add_done_callback(partial(self._written, part, len(start)))
         previous = self._last_row  # rows in the order of the parts: ids follow parts
-        part.row = self._last_row = recordings.spawn(self._start_row(part, opened, previous))
+        part.row = self._last_row = recordings.spawn(
+            self._start_row(part, opened, previous), "record a part's start"
+        )
         self._records(part)
         return part
 
@@ -487,7 +486,9 @@ class RecordingSink:
         self._part = None
         self._configs.clear()
         finished = self.recordings.writer.run(part.file.finish, part.last_ms)
-        task = self.recordings.spawn(self._finished(part, finished, why, status))
+        task = self.recordings.spawn(
+            self._finished(part, finished, why, status), "finish a recording's part"
+        )
         self._endings.add(task)
         task.add_done_callback(self._endings.discard)
 

@@ -20,6 +20,7 @@ from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ..background import Background
 from ..monitor.health import HealthThresholds, assess
 from ..rtmp.config import RtmpConfig
 from ..rtmp.errors import (
@@ -121,7 +122,7 @@ class IngestServer:
         self.tls_port = 0
         self._server: Listener | None = None
         self._tls_server: Listener | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()  # short jobs: lease releases, bus events
+        self._background = Background(log)  # short jobs: lease releases, bus events
         self._daemons: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()  # set whenever no connection is open
         self._idle.set()
@@ -204,17 +205,9 @@ class IngestServer:
         """Return once no connection is open."""
         await self._idle.wait()
 
-    def spawn(self, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        """Run background work that must not be garbage-collected half way."""
-        task = self.loop.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background task failed: %r", task.exception())
+    def spawn(self, coroutine: Coroutine[Any, Any, T], what: str) -> asyncio.Task[T]:
+        """Run short work nobody waits for; a failure is logged as "could not <what>"."""
+        return self._background.spawn(coroutine, what)
 
     async def announce(self, changes: list[StatusChanged], channel_name: str) -> None:
         """Status changes, committed already: one log line each, then the bus."""
@@ -474,7 +467,9 @@ class IngestServer:
     def _on_bus_event(self, event: BusEvent) -> None:
         if isinstance(event, KeyRevoked):
             if self.checker is not None:  # a revocation made by another process
-                self.spawn(self.checker.revoked(event.key_id, event.channel_id))
+                self.spawn(
+                    self.checker.revoked(event.key_id, event.channel_id), "forget a revoked key"
+                )
             self.stop_key(event.key_id, "Stream key was reset.", "key revoked")
         elif isinstance(event, StopRequested):
             for proto in list(self.publishers.values()):
@@ -498,7 +493,7 @@ class IngestServer:
             if self.outputs is not None:
                 self.outputs.elsewhere(event.channel_id)
         elif isinstance(event, DrainRequested) and event.node in (self.node_name, self.server_name):
-            self.spawn(self._drain(event.deadline))
+            self.spawn(self._drain(event.deadline), "drain")
 
     # Operations ---------------------------------------------------------------------------
 
@@ -569,7 +564,8 @@ class IngestServer:
         self.poller.close()
         for daemon in self._daemons:
             daemon.cancel()
-        await asyncio.gather(*self._daemons, *self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._daemons, return_exceptions=True)
+        await self._background.settle()
         if self.thumbnails is not None:
             await self.thumbnails.close()
         if self.outputs is not None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .. import heap
+from ..background import Background
 from ..monitor.thumbnail import DECODERS, ThumbnailError, render, warm_up
 from ..rtmp.events import KeyframeCaptured
 from ..state.errors import StateUnavailable
@@ -71,7 +72,7 @@ class Thumbnailer:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="thumbnail")
         self._wanted: dict[int, float] = {}  # channel id -> epoch seconds it is watched until
         self._making: set[int] = set()  # channels whose picture is being made
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._pictures = Background(log)
         self._failures = LogThrottle()
         self.made = 0  # pictures stored, since start
         self.failed = 0
@@ -150,11 +151,9 @@ class Thumbnailer:
         # whose keyframes do not decode must not cost a decode every second.
         proto.thumbnail_tried = at
         self._making.add(channel_id)
-        task = asyncio.get_running_loop().create_task(
-            self._make(proto, channel_id, codec, config, event.packet.body, at)
+        self._pictures.spawn(
+            self._make(proto, channel_id, codec, config, event.packet.body, at), "make a picture"
         )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _make(
         self,
@@ -197,7 +196,5 @@ class Thumbnailer:
             self._making.discard(channel_id)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._pictures.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
