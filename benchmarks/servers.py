@@ -449,7 +449,7 @@ class ServerSet:
             if name in ("nginx", "nginx-push"):
                 server = Nginx(workdir, workers=nginx_workers)
                 server.name = name
-            elif name in ("embedded", "redis", "nothumb", "redis-nothumb", "embedded-push"):
+            elif name in SERVERS:  # the rest are stream-sync's
                 server = StreamSync(
                     name,
                     workdir,

@@ -123,7 +123,7 @@ class IngestServer:
         self._server: Listener | None = None
         self._tls_server: Listener | None = None
         self._background = Background(log)  # short jobs: lease releases, bus events
-        self._daemons: list[asyncio.Task[None]] = []
+        self._daemons = Background(log)  # loops run until shutdown, which cancels them
         self._idle = asyncio.Event()  # set whenever no connection is open
         self._idle.set()
         self._left = asyncio.Event()  # set whenever a connection closes
@@ -136,11 +136,9 @@ class IngestServer:
         """Listen; with reuse_port, beside the other workers of this server (SO_REUSEPORT)."""
         self._server = self._listen(host, port, reuse_port)
         self.port = self._server.port
-        self._daemons = [
-            self.loop.create_task(self._sweep()),
-            self.loop.create_task(self._watch_bus()),
-            self.loop.create_task(self._upkeep()),
-        ]
+        self._daemons.spawn(self._sweep(), "sweep the connections (timeouts, drain, read batches)")
+        self._daemons.spawn(self._watch_bus(), "follow the bus")
+        self._daemons.spawn(self._upkeep(), "renew leases, recheck keys, publish statistics")
         return self.port
 
     async def start_tls(
@@ -562,9 +560,7 @@ class IngestServer:
             proto.abort("server shutdown")
         await self._idle.wait()  # abort() closes at the next loop iteration
         self.poller.close()
-        for daemon in self._daemons:
-            daemon.cancel()
-        await asyncio.gather(*self._daemons, return_exceptions=True)
+        await self._daemons.cancel()
         await self._background.settle()
         if self.thumbnails is not None:
             await self.thumbnails.close()
