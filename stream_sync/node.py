@@ -49,7 +49,6 @@ from .background import Background
 from .credentials import service
 from .credentials.server_secrets import ServerSecrets, load_or_create
 from .db.engine import (
-    OutageLog,
     create_engine,
     session_factory,
     sqlite_url,
@@ -72,6 +71,7 @@ from .ingest.server import IngestServer as RtmpIngest
 from .ingest.server import Upkeep
 from .ingest.thumbnails import Thumbnailer, ThumbnailPolicy
 from .monitor import lifecycle
+from .monitor.grace import expire_grace_periods
 from .monitor.health_changes import HealthWatcher
 from .monitor.nodes import NodeWatcher
 from .operations import ControlPlane
@@ -92,7 +92,6 @@ from .workers.port import PortReservation
 from .workers.supervisor import Supervisor
 
 log = logging.getLogger("stream_sync")
-_GRACE_FAILURES = OutageLog(log, "grace expiry")
 RETENTION_INTERVAL = 6 * 3600.0
 # Events another process on this machine may inject through the admin socket.
 _ADMIN_SOCKET_EVENTS = frozenset({"KeyRevoked", "StopRequested", "DrainRequested"})
@@ -323,7 +322,10 @@ class Node:
                 interval=settings.heartbeat_interval,
             )
             self._daemon(watcher.run(), "watch for dead nodes")
-            self._daemon(self._expire_grace(), "expire grace periods")
+            self._daemon(
+                expire_grace_periods(self.sessions, self.bus, self._publish),
+                "expire grace periods",
+            )
             self._daemon(self._retention(), "apply retention")
             if self.webhooks is not None:
                 webhooks = self.webhooks
@@ -704,16 +706,6 @@ class Node:
                 self.sessions, node=node, now=time.time(), default_grace=self.settings.grace_period
             )
         )
-
-    async def _expire_grace(self) -> None:
-        """Channels whose grace ran out go offline and their sessions close."""
-        while True:
-            await asyncio.sleep(1.0)
-            try:
-                for event in await lifecycle.expire_grace(self.sessions, now=time.time()):
-                    await self._publish(event)
-            except Exception as exc:
-                _GRACE_FAILURES.failed(exc)
 
     async def _nodes_with_open_sessions(self) -> set[str]:
         """Nodes the database believes carry a publish right now."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Insert, Select, Table, Update, and_, bindparam, insert, select, update
+from sqlalchemy import Insert, Select, Table, Update, and_, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from ..credentials.errors import ChannelNotFound
@@ -690,6 +690,18 @@ async def expire_grace(
             )
         ).all()
     return await _each(sessions, due, node, lambda unit: machine.tick(unit.state, now=now), now=now)
+
+
+async def next_grace_end(sessions: Sessions) -> float | None:
+    """When the earliest grace period still running ends, if any runs (epoch seconds)."""
+    async with sessions() as session, session.begin():
+        end: float | None = await session.scalar(
+            select(func.min(PublishSession.grace_until)).where(
+                PublishSession.ended_at.is_(None),
+                PublishSession.status == str(Status.RECONNECTING),
+            )
+        )
+    return end
 
 
 async def node_lost(

@@ -3,8 +3,9 @@
 The fan-out reads the outbox once a second, and at once when the bus says
 something was committed (lifecycle events are published after their commit)
 while an endpoint is enabled;
-the sender looks for due deliveries once a second, and at once when the fan-out
-created some or an attempt freed a slot. Everything here runs off the ingest
+the sender looks for due deliveries once a second while an endpoint is enabled
+(with none, nothing can be due), and at once when the fan-out created some or an
+attempt freed a slot. Everything here runs off the ingest
 path: a slow database or receiver delays webhooks, never a stream.
 """
 
@@ -20,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stream_sync.credentials.server_secrets import ServerSecrets
 from stream_sync.db.engine import OutageLog
-from stream_sync.state.errors import StateUnavailable
 from stream_sync.state.interfaces import EventBus
+from stream_sync.state.wakeup import wake_on
 
 from .fanout import Fanout
 from .policy import RetryPolicy, SenderLimits
@@ -63,9 +64,11 @@ class Webhooks:
         self._committed.set()
 
     async def run(self) -> None:
+        # Any event on the bus may follow a commit to the outbox.
+        sending = self.sender.run(POLL_INTERVAL, active=lambda: self.fanout.listening)
         tasks = [
             asyncio.get_running_loop().create_task(coroutine)
-            for coroutine in (self._fan_out(), self.sender.run(POLL_INTERVAL), self._listen())
+            for coroutine in (self._fan_out(), sending, wake_on(self._bus, self._committed))
         ]
         try:
             await asyncio.gather(*tasks)
@@ -91,17 +94,3 @@ class Webhooks:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._committed.wait(), POLL_INTERVAL)
-
-    async def _listen(self) -> None:
-        """Any event on the bus may follow a commit to the outbox."""
-        while True:
-            try:
-                subscription = self._bus.subscribe()
-                try:
-                    async for _ in subscription:
-                        self._committed.set()
-                finally:
-                    subscription.close()
-            except StateUnavailable:
-                pass  # the poll goes on meanwhile
-            await asyncio.sleep(POLL_INTERVAL)

@@ -96,13 +96,18 @@ class WebhookSender:
     def in_flight(self) -> int:
         return sum(len(ids) for ids in self._busy.values())
 
-    async def run(self, interval: float = 1.0) -> None:
-        """Send until cancelled; looks again every ``interval`` seconds or when woken."""
+    async def run(self, interval: float = 1.0, active: Callable[[], bool] = lambda: True) -> None:
+        """Send until cancelled; looks again every ``interval`` seconds or when woken.
+
+        While ``active()`` is false (no endpoint is enabled) and nothing is in flight,
+        it does not look: an idle server would ask the database every second for nothing.
+        """
         try:
             while True:
                 self._wake.clear()
                 try:
-                    await self.send_due()
+                    if active() or self._tasks:
+                        await self.send_due()
                 except Exception as exc:
                     _FAILURES.failed(exc)
                 with contextlib.suppress(TimeoutError):

@@ -263,3 +263,33 @@ async def test_errors_are_recorded_without_the_url(harness: Harness, receiver: R
     assert refused.last_error
     assert "T0KEN" not in refused.last_error
     assert (moved.last_status, moved.last_error) == (302, "HTTP 302")  # redirects not followed
+
+
+async def test_while_no_endpoint_is_enabled_the_loop_does_not_look(
+    harness: Harness, receiver: Receiver
+) -> None:
+    await harness.endpoint(receiver.url())
+    await harness.event("live")  # due now
+    listening = False
+    asked = 0
+    rounds = asyncio.Event()
+
+    def active() -> bool:
+        nonlocal asked
+        asked += 1
+        if asked == 3:
+            rounds.set()
+        return listening
+
+    task = asyncio.get_running_loop().create_task(harness.sender.run(0.01, active=active))
+    try:
+        await asyncio.wait_for(rounds.wait(), 10)
+        (row,) = await harness.rows()
+        assert (row.status, row.attempts, receiver.received) == ("pending", 0, [])
+        listening = True  # the fan-out saw an enabled endpoint
+        harness.sender.wake()
+        (request,) = await receiver.wait_count(1)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert request.event_id == row.event_id
