@@ -423,6 +423,7 @@ class Node:
                     settings.thumbnail_watched_interval,
                     settings.thumbnail_width,
                     settings.thumbnail_cpu_share,
+                    self.ingest_workers if self.worker_index is not None else 1,
                 ),
             )
             if settings.thumbnail_interval

@@ -12,6 +12,8 @@ picture is still being made is not asked for another.
 Pictures are best effort and must never cost the ingest much: they may take at most
 ``cpu_share`` of the CPU the rest of the process uses, or 0.2 % of a core if that is
 more (a budget refilled each round, settled with each picture's measured cost).
+That floor and the burst an idle spell saves up are the server's: with ``--workers
+N`` each worker has an N-th of them, so more workers do not mean more pictures.
 When it runs short, watched channels go first, then the streams whose picture is
 oldest; the others wait, so at scale a picture comes less often than ``interval``,
 never at the expense of reading the streams (issue 11: b200 +10 %).
@@ -51,6 +53,7 @@ class ThumbnailPolicy:
     watched: float = 5.0  # seconds between pictures while a dashboard shows the channel
     width: int = 320
     cpu_share: float = 0.06  # of the CPU the rest of the process uses, at most
+    processes: int = 1  # ingest processes of the server, sharing its floor and burst
 
     @property
     def ttl(self) -> float:
@@ -113,9 +116,11 @@ class Thumbnailer:
         """
         cpu, spent, at = self._cpu_clock(), self.spent, self._clock()
         rest = (cpu - self._cpu_mark) - (spent - self._spent_mark)
-        refill = max(rest * self.policy.cpu_share, (at - self._round_at) * MIN_RATE)
+        processes = max(1, self.policy.processes)
+        floor = (at - self._round_at) * MIN_RATE / processes
+        refill = max(rest * self.policy.cpu_share, floor)
         self._cpu_mark, self._spent_mark, self._round_at = cpu, spent, at
-        self.budget = min(self.budget + refill, MAX_SAVED)
+        self.budget = min(self.budget + refill, MAX_SAVED / processes)
         due: list[tuple[bool, float, RtmpProtocol]] = []
         for proto in protos:
             grant = proto.grant

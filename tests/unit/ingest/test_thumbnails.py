@@ -101,3 +101,25 @@ async def test_pictures_stay_within_their_share_of_the_cpu_watched_channels_firs
     assert len(armed(streams)) == 10  # every stream with a decoder; the budget is not spent
     assert thumbnails.budget <= 0.1
     await thumbnails.close()
+
+
+async def test_workers_share_the_servers_floor_and_saved_up_burst() -> None:
+    """Two workers make the pictures one process would, not twice as many."""
+    made = []
+    for processes in (1, 2):
+        wall = [0.0]
+        thumbnails = Thumbnailer(
+            InProcessThumbnails(),
+            ThumbnailPolicy(interval=30, cpu_share=0.06, processes=processes),
+            cpu_clock=lambda: 0.0,
+            clock=lambda wall=wall: wall[0],
+        )
+        streams = [Stream(Grant(channel)) for channel in range(1, 41)]
+        wall[0] = 10_000.0  # a long idle spell before the streams came
+        thumbnails.arm(streams, time.time())
+        made.append(len(armed(streams)))
+        assert thumbnails.budget <= 0.1 / processes
+        await thumbnails.close()
+    one, each_of_two = made
+    assert 19 <= one <= 20  # the whole burst: 0.1 s at 5 ms a picture (rounding aside)
+    assert abs(2 * each_of_two - one) <= 2
