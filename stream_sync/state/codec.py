@@ -84,12 +84,29 @@ def decode_event(data: Any, allowed: frozenset[str] | None = None) -> BusEvent:
     cls = EVENT_TYPES.get(name)
     if cls is None or (allowed is not None and name not in allowed):
         raise UnknownEvent(f"event type {name[:64]!r} is not accepted here")
-    fields = dataclasses.fields(cls)
-    required = {f.name for f in fields if f.default is dataclasses.MISSING}
-    values = {key: value for key, value in data.items() if key != "type"}
-    if not required <= set(values) <= {f.name for f in fields}:
-        raise UnknownEvent(f"{name} needs the fields {sorted(required)}")
+    required, known = _shape(cls)
+    if not required <= data.keys() <= known:
+        raise UnknownEvent(f"{name} needs the fields {sorted(required - {'type'})}")
+    values = dict(data)
+    del values["type"]
     try:
         return cls(**values)
     except TypeError:
         raise UnknownEvent(f"{name} with fields of the wrong shape") from None
+
+
+_SHAPES: dict[type, tuple[frozenset[str], frozenset[str]]] = {}
+
+
+def _shape(cls: type) -> tuple[frozenset[str], frozenset[str]]:
+    """The keys an event's dict must have, and those it may have, worked out once per type
+    (the monitor decodes every live stream's statistics every second)."""
+    shape = _SHAPES.get(cls)
+    if shape is None:
+        fields = dataclasses.fields(cls)
+        required = {f.name for f in fields if f.default is dataclasses.MISSING}
+        shape = _SHAPES[cls] = (
+            frozenset({"type", *required}),
+            frozenset({"type", *(f.name for f in fields)}),
+        )
+    return shape
