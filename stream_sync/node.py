@@ -158,11 +158,30 @@ def _listening_socket(host: str, port: int) -> socket.socket:
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
-    """uvicorn inside our event loop: the node owns the signals, not uvicorn."""
+    """uvicorn inside our event loop: the node owns the signals, not uvicorn.
+
+    Its main loop ticks once a second (the Date header), not ten times, and ends at
+    once on `exit()`: each process serves HTTP, and an idle one woke for nothing.
+    """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._exit = asyncio.Event()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Any:
         yield
+
+    def exit(self) -> None:
+        self.should_exit = True
+        self._exit.set()
+
+    async def main_loop(self) -> None:
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 10) % 864_000  # uvicorn's once-a-second tick, every time
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exit.wait(), 1.0)
 
 
 class Node:
@@ -575,7 +594,7 @@ class Node:
             (self._playback, self._playback_task),
         ):
             if server is not None and serving is not None:
-                server.should_exit = True
+                server.exit()
                 await serving
         if self._admin is not None:
             await self._admin.stop()
