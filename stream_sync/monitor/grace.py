@@ -26,7 +26,7 @@ __all__ = ["expire_grace_periods"]
 log = logging.getLogger("stream_sync.monitor")
 _FAILURES = OutageLog(log, "grace expiry")
 POLL = 10.0  # seconds between looks when nothing is due and the bus says nothing
-RETRY = 1.0  # seconds after a failed look
+RETRY = 1.0  # seconds after a failed look, or one that left a due session open
 SLACK = 0.01  # past a deadline, so that it has passed by the clock that checks it
 
 
@@ -49,10 +49,13 @@ async def expire_grace_periods(
             wake.clear()  # before looking: an event heard meanwhile means look again
             delay = POLL
             try:
-                for event in await lifecycle.expire_grace(sessions, now=clock()):
+                now = clock()
+                for event in await lifecycle.expire_grace(sessions, now=now):
                     await publish(event)
                 end = await lifecycle.next_grace_end(sessions)
-                if end is not None:
+                if end is not None and end <= now:
+                    delay = RETRY  # due, yet still open: do not spin on it
+                elif end is not None:
                     delay = min(POLL, max(0.0, end - clock()) + SLACK)
             except Exception as exc:
                 _FAILURES.failed(exc)

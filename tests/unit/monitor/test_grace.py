@@ -23,8 +23,8 @@ SHORT = 0.3  # seconds of grace: real time, the timer sleeps on the event loop
 WITHIN = 5.0  # far below the poll each test sets, so only the path under test can pass
 
 
-async def reconnecting(sessions: Sessions, name: str) -> list[StatusChanged]:
-    """A channel whose publisher dropped just now, with SHORT seconds of grace."""
+async def reconnecting(sessions: Sessions, name: str, grace: float = SHORT) -> list[StatusChanged]:
+    """A channel whose publisher dropped just now, with ``grace`` seconds of grace."""
     channel_id, key_id = await channel(sessions, name)
     now = time.time()
     started, _ = await start(sessions, channel_id, key_id, now)
@@ -33,7 +33,7 @@ async def reconnecting(sessions: Sessions, name: str) -> list[StatusChanged]:
         channel_id, key_id, "c1", started.session_id, "lost", 1000, 1, 1, "avc1", "mp4a", "n"
     )
     _, outcome = await lifecycle.publish_ended(
-        sessions, event=event, kind=EndKind.ABRUPT, grace=SHORT, summary=lifecycle.Summary(),
+        sessions, event=event, kind=EndKind.ABRUPT, grace=grace, summary=lifecycle.Summary(),
         now=now,
     )  # fmt: skip
     assert [e.status for e in outcome.status_events] == ["reconnecting"]
@@ -116,3 +116,29 @@ async def test_without_the_bus_the_timer_still_polls(
         made.task.cancel()
         await asyncio.gather(made.task, return_exceptions=True)
     assert (expired.channel_id, expired.status) == (dropped.channel_id, "offline")
+
+
+async def test_a_due_session_left_open_is_retried_not_spun_on(
+    sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever keeps a due session open (here a look that closes nothing), the timer
+    looks again after RETRY, not in a tight loop on a deadline already past."""
+    await reconnecting(sessions, "stuck", grace=0.001)  # due by the first look
+    monkeypatch.setattr(grace, "RETRY", 0.2)
+    looks: list[float] = []
+    third = asyncio.Event()
+
+    async def closes_nothing(_sessions: Sessions, *, now: float, node: str = "") -> list[Any]:
+        looks.append(time.monotonic())
+        if len(looks) == 3:
+            third.set()
+        return []
+
+    monkeypatch.setattr(lifecycle, "expire_grace", closes_nothing)
+    made = Timer(sessions)
+    try:
+        await asyncio.wait_for(third.wait(), WITHIN)
+    finally:
+        made.task.cancel()
+        await asyncio.gather(made.task, return_exceptions=True)
+    assert looks[2] - looks[0] >= 0.35  # two waits of RETRY; a spin would take milliseconds
