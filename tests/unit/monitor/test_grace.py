@@ -41,7 +41,7 @@ async def reconnecting(sessions: Sessions, name: str, grace: float = SHORT) -> l
 
 
 class Timer:
-    """The timer as the monitor runs it, its announcements in a queue."""
+    """The timer as the monitor runs it, its announcements in a queue; stopped on exit."""
 
     def __init__(self, sessions: Sessions) -> None:
         self.bus = InProcessBus()
@@ -49,6 +49,13 @@ class Timer:
         self.task = asyncio.get_running_loop().create_task(
             grace.expire_grace_periods(sessions, self.bus, self._publish)
         )
+
+    async def __aenter__(self) -> Timer:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
 
     async def _publish(self, event: BusEvent) -> None:
         self.announced.put_nowait(event)
@@ -65,13 +72,9 @@ async def test_a_grace_period_ends_at_its_deadline_not_at_the_next_poll(
     monkeypatch.setattr(grace, "POLL", 600.0)
     (dropped,) = await reconnecting(sessions, "dropped")
     assert dropped.grace_until is not None
-    made = Timer(sessions)
-    try:
+    async with Timer(sessions) as made:
         expired = await made.next()
         over_by = time.time() - dropped.grace_until
-    finally:
-        made.task.cancel()
-        await asyncio.gather(made.task, return_exceptions=True)
     assert (expired.channel_id, expired.status, expired.reason) == (
         dropped.channel_id,
         "offline",
@@ -91,16 +94,14 @@ async def test_the_bus_wakes_the_timer_for_a_channel_that_starts_reconnecting_la
             asked.set()
 
     sa_event.listen(engine.sync_engine, "after_cursor_execute", executed)
-    made = Timer(sessions)
     try:
-        await asyncio.wait_for(asked.wait(), WITHIN)  # nothing is reconnecting yet
-        (dropped,) = await reconnecting(sessions, "later")
-        await made.bus.publish(dropped)  # as the ingest node does, after its commit
-        expired = await made.next()
+        async with Timer(sessions) as made:
+            await asyncio.wait_for(asked.wait(), WITHIN)  # nothing is reconnecting yet
+            (dropped,) = await reconnecting(sessions, "later")
+            await made.bus.publish(dropped)  # as the ingest node does, after its commit
+            expired = await made.next()
     finally:
         sa_event.remove(engine.sync_engine, "after_cursor_execute", executed)
-        made.task.cancel()
-        await asyncio.gather(made.task, return_exceptions=True)
     assert (expired.channel_id, expired.status) == (dropped.channel_id, "offline")
 
 
@@ -108,13 +109,9 @@ async def test_without_the_bus_the_timer_still_polls(
     sessions: Sessions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(grace, "POLL", 0.2)
-    made = Timer(sessions)
-    try:
+    async with Timer(sessions) as made:
         (dropped,) = await reconnecting(sessions, "unannounced")  # nothing on the bus
         expired = await made.next()
-    finally:
-        made.task.cancel()
-        await asyncio.gather(made.task, return_exceptions=True)
     assert (expired.channel_id, expired.status) == (dropped.channel_id, "offline")
 
 
@@ -135,10 +132,6 @@ async def test_a_due_session_left_open_is_retried_not_spun_on(
         return []
 
     monkeypatch.setattr(lifecycle, "expire_grace", closes_nothing)
-    made = Timer(sessions)
-    try:
+    async with Timer(sessions):
         await asyncio.wait_for(third.wait(), WITHIN)
-    finally:
-        made.task.cancel()
-        await asyncio.gather(made.task, return_exceptions=True)
     assert looks[2] - looks[0] >= 0.35  # two waits of RETRY; a spin would take milliseconds
