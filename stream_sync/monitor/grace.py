@@ -53,10 +53,9 @@ async def expire_grace_periods(
                 for event in await lifecycle.expire_grace(sessions, now=now):
                     await publish(event)
                 end = await lifecycle.next_grace_end(sessions)
-                if end is not None and end <= now:
-                    delay = RETRY  # due, yet still open: do not spin on it
-                elif end is not None:
-                    delay = min(POLL, max(0.0, end - clock()) + SLACK)
+                if end is not None:
+                    # Due, yet still open after the look: retry, do not spin on it.
+                    delay = RETRY if end <= now else min(POLL, max(0.0, end - clock()) + SLACK)
             except Exception as exc:
                 _FAILURES.failed(exc)
                 delay = RETRY

@@ -27,7 +27,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Insert, Select, Table, Update, and_, bindparam, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Select,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from ..credentials.errors import ChannelNotFound
@@ -675,17 +687,23 @@ async def update_summaries(
             await connection.execute(_update(columns), values)
 
 
+def _in_grace() -> tuple[ColumnElement[bool], ...]:
+    """Open sessions waiting in Reconnecting for their publisher's return."""
+    return (
+        PublishSession.ended_at.is_(None),
+        PublishSession.status == str(Status.RECONNECTING),
+    )
+
+
 async def expire_grace(
     sessions: Sessions, *, now: float, node: str = "monitor"
 ) -> list[StatusChanged]:
-    """Close sessions whose grace ran out (the monitor calls this about once a second)."""
+    """Close sessions whose grace ran out (monitor/grace.py calls this at each deadline)."""
     async with sessions() as session, session.begin():
         due = (
             await session.scalars(
                 select(PublishSession.channel_id).where(
-                    PublishSession.ended_at.is_(None),
-                    PublishSession.status == str(Status.RECONNECTING),
-                    PublishSession.grace_until <= now,
+                    *_in_grace(), PublishSession.grace_until <= now
                 )
             )
         ).all()
@@ -696,10 +714,7 @@ async def next_grace_end(sessions: Sessions) -> float | None:
     """When the earliest grace period still running ends, if any runs (epoch seconds)."""
     async with sessions() as session, session.begin():
         end: float | None = await session.scalar(
-            select(func.min(PublishSession.grace_until)).where(
-                PublishSession.ended_at.is_(None),
-                PublishSession.status == str(Status.RECONNECTING),
-            )
+            select(func.min(PublishSession.grace_until)).where(*_in_grace())
         )
     return end
 
