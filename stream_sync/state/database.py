@@ -128,6 +128,11 @@ class ReservedFencing:
     admission need not be a write to SQLite, whose one writer is often busy with
     session rows. Each block is committed before its first token is used, so tokens
     keep growing across restarts; a crash skips the rest of a block.
+
+    A reservation is shared by every caller waiting for it, so it runs as a task of
+    its own: an admission refused meanwhile cancels its wait, not the write. (Cancelled
+    mid-statement, the write had the SQLite connection torn down while it waited for
+    the write lock, and the next admissions waited seconds behind it.)
     """
 
     def __init__(self, database: DatabaseFencing, *, block: int = 1000) -> None:
@@ -137,17 +142,31 @@ class ReservedFencing:
         self._block = block
         self._next = 1
         self._last = 0  # the last token of the reserved block
-        self._reserving = asyncio.Lock()
+        self._reserving: asyncio.Task[None] | None = None
 
     async def next_token(self) -> int:
-        if self._next > self._last:
-            async with self._reserving:
-                if self._next > self._last:
-                    tokens = await self._database.next_tokens(self._block)
-                    self._next, self._last = tokens[0], tokens[-1]
+        while self._next > self._last:
+            if self._reserving is None:
+                self._reserving = asyncio.get_running_loop().create_task(self._reserve())
+                self._reserving.add_done_callback(_retrieved)
+            await asyncio.shield(self._reserving)
         token = self._next
         self._next += 1
         return token
+
+    async def _reserve(self) -> None:
+        try:
+            tokens = await self._database.next_tokens(self._block)
+            self._next, self._last = tokens[0], tokens[-1]
+        finally:
+            self._reserving = None
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    """A reservation every waiter gave up on still has its failure looked at (the
+    waiters that stayed were told)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class DatabaseLocks:

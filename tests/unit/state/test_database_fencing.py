@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import delete
@@ -80,3 +81,37 @@ async def test_reserved_blocks_grow_across_restarts_and_cost_one_write_a_block(
         assert await database.current() == 30
         with pytest.raises(ValueError, match="at least one"):
             ReservedFencing(database, block=0)
+
+
+class GatedFencing(DatabaseFencing):
+    """The real database, with each reservation held at a gate until the test opens it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.entered = 0
+        self.waiting = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def next_tokens(self, count: int) -> list[int]:
+        self.entered += 1
+        self.waiting.set()
+        await self.gate.wait()
+        return await super().next_tokens(count)
+
+
+async def test_a_waiter_given_up_on_does_not_cancel_the_reservation_others_wait_for(
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str
+) -> None:
+    """An admission refused early drops its token; the block it started is still reserved."""
+    async with open_database(request, tmp_path, kind) as (engine, _):
+        database = GatedFencing(session_factory(engine))
+        fencing = ReservedFencing(database, block=10)
+        refused = asyncio.get_running_loop().create_task(fencing.next_token())
+        await asyncio.wait_for(database.waiting.wait(), 5)
+        refused.cancel()
+        admitted = asyncio.get_running_loop().create_task(fencing.next_token())
+        database.gate.set()
+        assert await asyncio.wait_for(admitted, 5) == 1
+        assert refused.cancelled()
+        assert database.entered == 1  # it joined the reservation in flight
+        assert await database.current() == 10
