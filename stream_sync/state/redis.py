@@ -129,10 +129,13 @@ end
 return acquired
 """
 )
-# Renews many leases in one call (KEYS: the locks; ARGV: the TTL, then a token and a
-# head per lock) and returns what is stored for each, renewed or not: a caller whose
-# token lost sees the newer lease. One call, not one per lease in a pipeline: those
-# cost the workers more each second than anything else outside the media path.
+# Renews many leases in one call (KEYS: the locks; ARGV: the TTL, then a token per lock).
+# A lease whose token matches keeps its stored head (owner and node belong to the token)
+# and gets Redis's time as its renewed_at; only that time comes back for it, a string
+# that is not JSON. Otherwise what is stored comes back (false if nothing): a caller
+# whose token lost sees the newer lease. One call, not one per lease in a pipeline:
+# those cost the workers more each second than anything else outside the media path;
+# sending heads and decoding whole leases back was most of what was left.
 _RENEW_MANY = (
     _LUA_FENCE_OF
     + _NOW
@@ -140,11 +143,14 @@ _RENEW_MANY = (
 local stored = {}
 for i, key in ipairs(KEYS) do
   local current = redis.call('GET', key)
-  if current and token_of(current) == ARGV[2 * i] then
-    current = ARGV[2 * i + 1] .. now .. '}'
-    redis.call('SET', key, current, 'PX', ARGV[1])
+  local head = current and token_of(current) == ARGV[i + 1]
+    and string.match(current, '^(.*,"renewed_at":)')
+  if head then
+    redis.call('SET', key, head .. now .. '}', 'PX', ARGV[1])
+    stored[i] = now
+  else
+    stored[i] = current or false
   end
-  stored[i] = current
 end
 return stored
 """
@@ -526,13 +532,20 @@ class RedisLocks:
     async def _renew_many(self, leases: Sequence[Lease]) -> list[Lease | None]:
         """Every live publisher renews each second: a node's renewals in one script call."""
         keys = [self._state.key("lock", lease.channel_id) for lease in leases]
-        args: list[str | int] = [_ms(self.ttl)]
-        for lease in leases:
-            args += [lease.token, _lease_head(lease.owner, lease.node, lease.token)]
+        args: list[str | int] = [_ms(self.ttl), *(lease.token for lease in leases)]
         stored = await self._state.run(self._renew_all(keys, args))
-        return [
-            self._lease(lease.channel_id, raw) for lease, raw in zip(leases, stored, strict=True)
-        ]
+        return [self._renewed(lease, raw) for lease, raw in zip(leases, stored, strict=True)]
+
+    def _renewed(self, lease: Lease, raw: Any) -> Lease | None:
+        """A renewal's answer: Redis's time when renewed, else what it holds (JSON)."""
+        if isinstance(raw, bytes) and raw[:1] != b"{":
+            try:
+                renewed_at = float(raw)
+            except ValueError:
+                pass  # not ours: read as a lease below, which fails and is logged
+            else:
+                return Lease(lease.channel_id, lease.owner, lease.token, lease.node, renewed_at)
+        return self._lease(lease.channel_id, raw)
 
     async def release(self, lease: Lease) -> None:
         keys = [self._state.key("lock", lease.channel_id)]
