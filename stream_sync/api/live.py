@@ -106,8 +106,10 @@ class BusLiveView:
                 del self._streams[event.channel_id]
                 self._started.pop(event.channel_id, None)
         if isinstance(event, StreamStats):
+            # Every live stream's statistics pass here each second; dashboards show few.
             stream = self._streams.get(event.channel_id)
-            self.watchers.dispatch(event, stream.as_dict() if stream else None)
+            watched = stream is not None and self.watchers.watched(event.channel_id)
+            self.watchers.dispatch(event, stream.as_dict() if stream and watched else None)
         else:
             self.watchers.dispatch(event)
 

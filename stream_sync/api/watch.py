@@ -61,8 +61,12 @@ class ChannelWatchers:
         """(epoch seconds, video kbps, audio kbps) of the recent statistics, oldest first."""
         return [list(point) for point in self._history.get(channel_id, ())]
 
+    def watched(self, channel_id: int) -> bool:
+        return channel_id in self._watches
+
     def dispatch(self, event: object, stats: dict[str, Any] | None = None) -> None:
-        """An event from the bus; ``stats`` is the live view's entry after a StreamStats."""
+        """An event from the bus; ``stats`` is the live view's entry after a StreamStats
+        (needed only while the channel is watched)."""
         if isinstance(event, StatusChanged):
             self._send(event.channel_id, status_message(event))
         elif isinstance(event, StreamStats):

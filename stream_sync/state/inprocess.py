@@ -14,7 +14,7 @@ import itertools
 import logging
 import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 
 from .interfaces import (
@@ -95,44 +95,53 @@ class RefusalLog:
 
 
 class InProcessSubscription:
-    """One subscriber's bounded queue; iteration ends once it (or its bus) is closed."""
+    """One subscriber's bounded queue; iteration ends once it (or its bus) is closed.
+
+    A plain deque and one wake-up per delivery, not an asyncio.Queue: a second's
+    statistics of every live stream arrive together, and a queue's get and put per
+    event had cost the monitor more than decoding them.
+    """
 
     def __init__(self, fanout: FanOut, size: int, *, stats: bool = False) -> None:
         self._fanout = fanout
         self.stats = stats  # whether StreamStats reach this subscriber
-        self._queue: asyncio.Queue[BusEvent | None] = asyncio.Queue(size)  # None wakes on close
+        self._size = size
+        self._events: deque[BusEvent] = deque()
+        self._arrived = asyncio.Event()
         self._closed = False
 
     def __aiter__(self) -> InProcessSubscription:
         return self
 
     async def __anext__(self) -> BusEvent:
+        while not self._events and not self._closed:
+            self._arrived.clear()
+            await self._arrived.wait()
         if self._closed:
             raise StopAsyncIteration
-        event = await self._queue.get()
-        if event is None or self._closed:
-            raise StopAsyncIteration
-        return event
+        return self._events.popleft()
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         self._fanout.discard(self)
-        if not self._queue.full():  # a full queue has no reader waiting on it
-            self._queue.put_nowait(None)
+        self._events.clear()
+        self._arrived.set()
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    def offer(self, event: BusEvent) -> bool:
-        """Queue event; False if the oldest queued event had to make room for it."""
-        dropped = self._queue.full()
-        if dropped:
-            self._queue.get_nowait()
-        self._queue.put_nowait(event)
-        return not dropped
+    def offer(self, events: Sequence[BusEvent]) -> int:
+        """Queue events in order; how many of the oldest queued ones made room for them."""
+        queued = self._events
+        queued.extend(events)
+        dropped = len(queued) - self._size
+        for _ in range(dropped):
+            queued.popleft()
+        self._arrived.set()
+        return max(0, dropped)
 
 
 class FanOut:
@@ -160,15 +169,22 @@ class FanOut:
         return any(subscription.stats for subscription in self._subscriptions)
 
     def deliver(self, event: BusEvent) -> None:
-        is_stats = isinstance(event, StreamStats)
+        self._deliver((event,), stats=isinstance(event, StreamStats))
+
+    def deliver_stats(self, batch: Sequence[StreamStats]) -> None:
+        """A node's statistics of one round: queued together, each subscriber woken once."""
+        if batch:
+            self._deliver(batch, stats=True)
+
+    def _deliver(self, events: Sequence[BusEvent], *, stats: bool) -> None:
         for subscription in list(self._subscriptions):
-            if is_stats and not subscription.stats:
+            if stats and not subscription.stats:
                 continue
-            if not subscription.offer(event):
+            if subscription.offer(events):
                 self._drops.log(
                     log,
                     logging.WARNING,
-                    "event bus subscriber is %d events behind; dropped its oldest event",
+                    "event bus subscriber is %d events behind; dropped its oldest events",
                     self._queue_size,
                 )
 
@@ -195,8 +211,7 @@ class InProcessBus:
         self._fanout.deliver(event)
 
     async def publish_stats(self, batch: Sequence[StreamStats]) -> None:
-        for stats in batch:
-            self._fanout.deliver(stats)
+        self._fanout.deliver_stats(batch)
 
     def subscribe(self, *, stats: bool = False) -> InProcessSubscription:
         return self._fanout.subscribe(stats=stats)

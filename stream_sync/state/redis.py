@@ -26,7 +26,7 @@ import struct
 import time
 from collections.abc import Awaitable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import orjson
@@ -852,15 +852,17 @@ class RedisBus:
             if stats:
                 if not isinstance(decoded, list):
                     raise ValueError("statistics come in a list")
-                events = [decode_event(item, _STATS_ONLY) for item in decoded]
+                batch = [decode_event(item, _STATS_ONLY) for item in decoded]
             else:
-                events = [decode_event(decoded)]
+                event = decode_event(decoded)
         except Exception as exc:  # whatever is on the channel must not stop the reader
             self._malformed.log(
                 log, logging.WARNING, "skipped a malformed bus message (%s)", type(exc).__name__
             )
             return
-        for event in events:
+        if stats:
+            self._fanout.deliver_stats(cast(list[StreamStats], batch))
+        else:
             self._fanout.deliver(event)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -13,7 +14,7 @@ from stream_sync.state.inprocess import (
     LogThrottle,
     RefusalLog,
 )
-from stream_sync.state.interfaces import CachedKey, KeyState, NodeUp
+from stream_sync.state.interfaces import CachedKey, KeyState, NodeUp, StreamStats
 
 from .conftest import FakeClock, next_event
 
@@ -74,6 +75,34 @@ async def test_a_slow_subscriber_loses_its_oldest_events(caplog: pytest.LogCaptu
     assert await next_event(other) == NodeUp("n2")
     drops = [r for r in caplog.records if "behind" in r.getMessage()]
     assert len(drops) == 1  # four drops, one line
+
+
+def _stats(channel_id: int) -> StreamStats:
+    return StreamStats(channel_id, channel_id, "n1", 1_800_000_000.0, {"video_bytes": channel_id})
+
+
+async def test_a_round_of_statistics_is_bounded_like_single_events(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus = InProcessBus(queue_size=3)
+    watcher, plain = bus.subscribe(stats=True), bus.subscribe()
+    await bus.publish(NodeUp("n0"))
+    await bus.publish_stats([_stats(i) for i in range(1, 5)])  # five queued, room for three
+    assert [await next_event(watcher) for _ in range(3)] == [_stats(2), _stats(3), _stats(4)]
+    assert "behind" in caplog.text
+    await bus.publish(NodeUp("n5"))  # statistics reach only the subscribers that ask
+    assert [await next_event(plain) for _ in range(2)] == [NodeUp("n0"), NodeUp("n5")]
+    assert await next_event(watcher) == NodeUp("n5")
+
+
+async def test_a_subscriber_waiting_for_events_ends_when_closed() -> None:
+    bus = InProcessBus()
+    subscription = bus.subscribe()
+    waiting = asyncio.create_task(next_event(subscription))
+    await asyncio.sleep(0)  # it waits for an event now
+    subscription.close()
+    with pytest.raises(StopAsyncIteration):
+        await waiting
 
 
 async def test_a_closed_bus_ends_every_subscription() -> None:
