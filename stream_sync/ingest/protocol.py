@@ -261,7 +261,10 @@ class RtmpProtocol(asyncio.BufferedProtocol):
     def _handle(self, events: list[Event]) -> None:
         conn = self.conn
         for event in events:
-            if isinstance(event, ConnectRequested):
+            if isinstance(event, MediaReceived):  # by far the most frequent, when collected
+                if self.broadcast is not None:
+                    self.broadcast.media(event.message_type, event.timestamp, event.payload)
+            elif isinstance(event, ConnectRequested):
                 self.can_reconnect = bool(event.caps_ex & CapsEx.RECONNECT)
                 refusal = self.server.admission.check_connect(event)
                 if refusal is None:
@@ -282,9 +285,6 @@ class RtmpProtocol(asyncio.BufferedProtocol):
                     self.meter.metadata(event.metadata)
             elif isinstance(event, CodecConfigured):
                 self._codec_configured(event)
-            elif isinstance(event, MediaReceived):
-                if self.broadcast is not None:
-                    self.broadcast.media(event.message_type, event.timestamp, event.payload)
             elif isinstance(event, KeyframeCaptured) and self.server.thumbnails is not None:
                 self.server.thumbnails.captured(self, event)
 

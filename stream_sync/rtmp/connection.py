@@ -579,6 +579,25 @@ class ServerConnection:
                 counters.audio_messages += 1
                 counters.audio_bytes += len(payload)
             self._events.append(MediaReceived(msid, type_id, timestamp, payload))
+            # A coded frame is counted from its first two bytes, as the reader's fast
+            # path does: parsing each one made an object per frame of every stream
+            # with a recording, a push or a viewer.
+            if payload:
+                b1 = payload[1] if len(payload) > 1 else -1
+                if type_id == MessageType.VIDEO:
+                    action = flv.classify_video(payload[0], b1)
+                    if action == flv.FRAME or (
+                        action == flv.KEYFRAME and not self._reader.capture_keyframe
+                    ):
+                        counters.count_video_frame(timestamp, action == flv.KEYFRAME)
+                        return
+                else:
+                    action = flv.classify_audio(payload[0], b1)
+                    if action == flv.FRAME:
+                        counters.count_audio_frame(timestamp)
+                        return
+                if action == flv.IGNORE:
+                    return
         media = "video" if type_id == MessageType.VIDEO else "audio"
         try:
             packets = flv.parse_video(payload) if media == "video" else flv.parse_audio(payload)

@@ -679,10 +679,14 @@ def test_writer_chunk_size_applies_to_every_message(chunk_size: int, split_seed:
     assert len(out) == 12 + len(P300 * 4) + continuations
 
 
+@pytest.mark.parametrize("collect", [False, True], ids=["counting", "collecting"])
 @pytest.mark.parametrize("split", SPLITS)
 @pytest.mark.parametrize("case", [c for c in CHUNKS if c.media_only and not c.drops], ids=str)
-def test_a_requested_keyframe_is_captured_once_and_counted_as_usual(case: Case, split: str) -> None:
+def test_a_requested_keyframe_is_captured_once_and_counted_as_usual(
+    case: Case, split: str, collect: bool
+) -> None:
     server, _ = publishing()
+    server.conn.collect_media = collect  # a stream with a viewer or a recording, too
     server.conn.capture_keyframe = True
     server.feed(case.wire, split)
     keyframes = [m for m in case.expected if m.type_id == 9 and m.body[0] == 0x17]
