@@ -25,6 +25,7 @@ Conventions:
 
 from __future__ import annotations
 
+import functools
 import math
 from bisect import bisect_right
 from collections import deque
@@ -214,31 +215,37 @@ class StreamSnapshot:
     audio_age: float
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain dicts, lists, numbers and strings: ready for json.dumps."""
-        plain: dict[str, Any] = _plain(self)
+        """What dataclasses.asdict gives (tuples as lists): ready for json.dumps.
+
+        Written out, not walked: every live stream is converted once a second, and a
+        generic walk over the nested dataclasses was most of a stream's monitoring
+        cost. The configs, which change about once a session, are converted once.
+        """
+        plain = {name: getattr(self, name) for name in _SNAPSHOT_FIELDS}
+        for name in _BITRATES:
+            rate = plain[name]
+            if rate is not None:
+                plain[name] = {"video": rate.video, "audio": rate.audio, "total": rate.total}
+        for name in _CONFIGS:
+            config = plain[name]
+            if config is not None:
+                plain[name] = dict(_config_dict(config))  # a copy: the cached one stays clean
+        plain["disagreements"] = [
+            {"field": d.field, "claimed": d.claimed, "measured": d.measured}
+            for d in self.disagreements
+        ]
         return plain
 
 
-_SCALARS = frozenset({float, int, str, bool, type(None)})
+_SNAPSHOT_FIELDS = field_names(StreamSnapshot)
+_BITRATES = ("bitrate_1s", "bitrate_5s", "bitrate_30s")
+_CONFIGS = ("video", "audio", "metadata")
 
 
-def _plain(value: Any) -> Any:
-    """What dataclasses.asdict gives, tuples as lists, without its deep copies.
-
-    Every live stream is converted once a second; asdict's generic path was the
-    largest single cost of monitoring.
-    """
-    kind = type(value)
-    if kind in _SCALARS:  # most fields: answered before any lookup
-        return value
-    names = field_names(kind)
-    if names:
-        return {name: _plain(getattr(value, name)) for name in names}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    return value
+@functools.lru_cache(maxsize=1024)
+def _config_dict(config: VideoConfig | AudioConfig | MetadataClaims) -> dict[str, Any]:
+    """A config's fields (scalars only), per distinct config."""
+    return {name: getattr(config, name) for name in field_names(type(config))}
 
 
 class StreamMeter:

@@ -506,6 +506,15 @@ def test_real_ffmpeg_metadata_agrees_with_its_own_records() -> None:
         assert claims.encoder.startswith("Lavf")
 
 
+def test_each_snapshot_dict_is_the_callers_own() -> None:
+    meter, encoder = fresh()
+    meter.video_config(FULL_HD)
+    now = run(meter, encoder, 5)
+    first = meter.snapshot(now).as_dict()
+    first["video"]["width"] = 1  # a consumer that edits what it got
+    assert meter.snapshot(now).as_dict()["video"]["width"] == 1920
+
+
 def test_snapshot_is_json_friendly() -> None:
     meter, encoder = fresh()
     meter.video_config(FULL_HD)
