@@ -495,7 +495,7 @@ class Node:
         return OutputsHub(
             make=make,
             global_targets=settings.push_target_list(),
-            load=Coalescer(load),
+            load=Coalescer(load, linger=0.1),  # a spread storm's reads together, too
         )
 
     def _urls(self) -> str:

@@ -5,7 +5,10 @@ of times within milliseconds, and each question costs far more client CPU (drive
 SQLAlchemy, redis-py) than the server needs to answer it. Here a call waits at most
 for the batches already in flight; the calls that arrive meanwhile go out together
 in the next one. A lone call goes out at the next turn of the event loop, so an idle
-node pays nothing for it.
+node pays nothing for it; or, for writes nobody waits on (``linger``), a moment
+later, with whatever arrived meanwhile: publishers starting one every few
+milliseconds, as a reconnect storm spread over seconds does, otherwise cost a
+transaction each.
 """
 
 from __future__ import annotations
@@ -31,12 +34,16 @@ class Coalescer(Generic[K, V]):
         *,
         in_flight: int = 2,
         max_batch: int = 256,
+        linger: float = 0.0,
     ) -> None:
         if in_flight < 1 or max_batch < 1:
             raise ValueError("in_flight and max_batch must be at least 1")
+        if not 0.0 <= linger <= 1.0:
+            raise ValueError("linger is at most a second")
         self._run = run
         self._in_flight = in_flight
         self._max_batch = max_batch
+        self._linger = linger
         self._waiting: list[tuple[K, asyncio.Future[V]]] = []
         self._running: set[asyncio.Task[None]] = set()
         self._scheduled = False
@@ -45,13 +52,16 @@ class Coalescer(Generic[K, V]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[V] = loop.create_future()
         self._waiting.append((key, future))
-        self._schedule(loop)
+        self._schedule(loop, self._linger)
         return await future
 
-    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _schedule(self, loop: asyncio.AbstractEventLoop, linger: float = 0.0) -> None:
         if not self._scheduled and len(self._running) < self._in_flight:
             self._scheduled = True
-            loop.call_soon(self._launch, loop)
+            if linger:
+                loop.call_later(linger, self._launch, loop)
+            else:
+                loop.call_soon(self._launch, loop)
 
     def _launch(self, loop: asyncio.AbstractEventLoop) -> None:
         self._scheduled = False

@@ -105,3 +105,20 @@ async def test_a_batch_function_must_answer_every_key() -> None:
 def test_limits_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Coalescer(Recorded(), in_flight=0)
+
+
+async def test_a_lingering_coalescer_takes_the_calls_of_its_moment() -> None:
+    run = Recorded()
+    coalescer = Coalescer(run, linger=0.05)
+    first = asyncio.ensure_future(coalescer(1))
+    for _ in range(3):
+        await asyncio.sleep(0)  # turns of the loop: a lone call would have gone out
+    assert run.batches == []
+    second = asyncio.ensure_future(coalescer(2))
+    assert await asyncio.gather(first, second) == [10, 20]
+    assert run.batches == [[1, 2]]
+
+
+def test_a_linger_is_at_most_a_second() -> None:
+    with pytest.raises(ValueError, match="linger"):
+        Coalescer(Recorded(), linger=2.0)
