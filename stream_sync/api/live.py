@@ -72,31 +72,14 @@ class BusLiveView:
         self._demand.seen(channel_id)
 
     def apply(self, event: object) -> None:
+        if isinstance(event, StreamStats):  # every live stream's, every second: first
+            self._stats(event)
+            return
         now = time.time()
         if isinstance(event, PublishStarted):
             self._started[event.channel_id] = now
             self._streams[event.channel_id] = LiveStream(
                 event.channel_id, event.key_id, event.connection_id, event.node, 0.0, {}, {}, 0
-            )
-        elif isinstance(event, StreamStats):
-            current = self._streams.get(event.channel_id)
-            if current is None:
-                return  # stats racing ahead of PublishStarted, or after PublishEnded
-            started = self._started.get(event.channel_id, event.at)
-            self._streams[event.channel_id] = LiveStream(
-                event.channel_id,
-                current.key_id,
-                current.connection,
-                event.node,
-                max(0.0, event.at - started),
-                dict(event.codecs) or current.codecs,
-                dict(event.counters),
-                current.bytes_in,
-                dict(event.measurements),
-                dict(event.health),
-                event.at,
-                event.thumbnail_at,
-                list(event.outputs),
             )
         elif isinstance(event, PublishRefused):
             self.refusals[event.reason] = self.refusals.get(event.reason, 0) + 1
@@ -105,13 +88,33 @@ class BusLiveView:
             if current is not None and current.connection == event.connection_id:
                 del self._streams[event.channel_id]
                 self._started.pop(event.channel_id, None)
-        if isinstance(event, StreamStats):
-            # Every live stream's statistics pass here each second; dashboards show few.
-            stream = self._streams.get(event.channel_id)
-            watched = stream is not None and self.watchers.watched(event.channel_id)
-            self.watchers.dispatch(event, stream.as_dict() if stream and watched else None)
-        else:
-            self.watchers.dispatch(event)
+        self.watchers.dispatch(event)
+
+    def _stats(self, event: StreamStats) -> None:
+        current = self._streams.get(event.channel_id)
+        if current is None:
+            return  # stats racing ahead of PublishStarted, or after PublishEnded
+        started = self._started.get(event.channel_id, event.at)
+        # The event's containers are its own (made for it, or decoded), never changed
+        # afterwards: kept as they are, not copied.
+        stream = self._streams[event.channel_id] = LiveStream(
+            event.channel_id,
+            current.key_id,
+            current.connection,
+            event.node,
+            max(0.0, event.at - started),
+            event.codecs or current.codecs,
+            event.counters,
+            current.bytes_in,
+            event.measurements,
+            event.health,
+            event.at,
+            event.thumbnail_at,
+            event.outputs,
+        )
+        # Dashboards show few of them: a channel's entry is built only while watched.
+        watched = self.watchers.watched(event.channel_id)
+        self.watchers.dispatch(event, stream.as_dict() if watched else None)
 
     def live_streams(self) -> dict[int, LiveStream]:
         return dict(self._streams)

@@ -67,18 +67,19 @@ class ChannelWatchers:
     def dispatch(self, event: object, stats: dict[str, Any] | None = None) -> None:
         """An event from the bus; ``stats`` is the live view's entry after a StreamStats
         (needed only while the channel is watched)."""
-        if isinstance(event, StatusChanged):
-            self._send(event.channel_id, status_message(event))
-        elif isinstance(event, StreamStats):
+        if isinstance(event, StreamStats):
             point = _point(event)
             if point is not None:
                 points = self._history.setdefault(event.channel_id, deque(maxlen=HISTORY_POINTS))
                 if not points or point[0] > points[-1][0]:
                     points.append(point)
-            self._send(
-                event.channel_id,
-                {"type": "stats", "stats": stats, "point": list(point) if point else None},
-            )
+            if event.channel_id in self._watches:
+                self._send(
+                    event.channel_id,
+                    {"type": "stats", "stats": stats, "point": list(point) if point else None},
+                )
+        elif isinstance(event, StatusChanged):
+            self._send(event.channel_id, status_message(event))
         elif isinstance(event, PublishEnded):
             self._send(event.channel_id, {"type": "stats", "stats": None, "point": None})
 
