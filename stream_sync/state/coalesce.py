@@ -5,15 +5,17 @@ of times within milliseconds, and each question costs far more client CPU (drive
 SQLAlchemy, redis-py) than the server needs to answer it. Here a call waits at most
 for the batches already in flight; the calls that arrive meanwhile go out together
 in the next one. A lone call goes out at the next turn of the event loop, so an idle
-node pays nothing for it; or, for writes nobody waits on (``linger``), a moment
-later, with whatever arrived meanwhile: publishers starting one every few
-milliseconds, as a reconnect storm spread over seconds does, otherwise cost a
-transaction each.
+node pays nothing for it. Writes nobody waits on may ``linger``: a call that comes
+within that time of the one before goes out that much later, with whatever arrived
+meanwhile. Publishers starting one every few milliseconds, as a reconnect storm
+spread over seconds does, otherwise cost a transaction each; one publish now and
+then is still written at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -44,6 +46,7 @@ class Coalescer(Generic[K, V]):
         self._in_flight = in_flight
         self._max_batch = max_batch
         self._linger = linger
+        self._last_call = -math.inf  # loop time of the latest call
         self._waiting: list[tuple[K, asyncio.Future[V]]] = []
         self._running: set[asyncio.Task[None]] = set()
         self._scheduled = False
@@ -52,7 +55,9 @@ class Coalescer(Generic[K, V]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[V] = loop.create_future()
         self._waiting.append((key, future))
-        self._schedule(loop, self._linger)
+        now, previous = loop.time(), self._last_call
+        self._last_call = now
+        self._schedule(loop, self._linger if now - previous < self._linger else 0.0)
         return await future
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, linger: float = 0.0) -> None:

@@ -107,16 +107,17 @@ def test_limits_must_be_positive() -> None:
         Coalescer(Recorded(), in_flight=0)
 
 
-async def test_a_lingering_coalescer_takes_the_calls_of_its_moment() -> None:
+async def test_calls_close_together_linger_and_go_out_together() -> None:
     run = Recorded()
     coalescer = Coalescer(run, linger=0.05)
-    first = asyncio.ensure_future(coalescer(1))
+    assert await coalescer(1) == 10  # after a quiet spell: at once
+    second = asyncio.ensure_future(coalescer(2))  # right after another one: it lingers
     for _ in range(3):
         await asyncio.sleep(0)  # turns of the loop: a lone call would have gone out
-    assert run.batches == []
-    second = asyncio.ensure_future(coalescer(2))
-    assert await asyncio.gather(first, second) == [10, 20]
-    assert run.batches == [[1, 2]]
+    assert run.batches == [[1]]
+    third = asyncio.ensure_future(coalescer(3))
+    assert await asyncio.gather(second, third) == [20, 30]
+    assert run.batches == [[1], [2, 3]]
 
 
 def test_a_linger_is_at_most_a_second() -> None:
