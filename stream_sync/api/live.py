@@ -112,9 +112,7 @@ class BusLiveView:
             event.thumbnail_at,
             event.outputs,
         )
-        # Dashboards show few of them: a channel's entry is built only while watched.
-        watched = self.watchers.watched(event.channel_id)
-        self.watchers.dispatch(event, stream.as_dict() if watched else None)
+        self.watchers.dispatch(event, stream.as_dict)
 
     def live_streams(self) -> dict[int, LiveStream]:
         return dict(self._streams)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..state.interfaces import PublishEnded, StatusChanged, StreamStats
@@ -61,12 +61,10 @@ class ChannelWatchers:
         """(epoch seconds, video kbps, audio kbps) of the recent statistics, oldest first."""
         return [list(point) for point in self._history.get(channel_id, ())]
 
-    def watched(self, channel_id: int) -> bool:
-        return channel_id in self._watches
-
-    def dispatch(self, event: object, stats: dict[str, Any] | None = None) -> None:
-        """An event from the bus; ``stats`` is the live view's entry after a StreamStats
-        (needed only while the channel is watched)."""
+    def dispatch(self, event: object, stats: Callable[[], dict[str, Any]] | None = None) -> None:
+        """An event from the bus; ``stats`` gives the live view's entry after a StreamStats,
+        asked for only while a dashboard watches the channel (few are, of every stream
+        whose statistics pass here each second)."""
         if isinstance(event, StreamStats):
             point = _point(event)
             if point is not None:
@@ -76,7 +74,11 @@ class ChannelWatchers:
             if event.channel_id in self._watches:
                 self._send(
                     event.channel_id,
-                    {"type": "stats", "stats": stats, "point": list(point) if point else None},
+                    {
+                        "type": "stats",
+                        "stats": stats() if stats else None,
+                        "point": list(point) if point else None,
+                    },
                 )
         elif isinstance(event, StatusChanged):
             self._send(event.channel_id, status_message(event))

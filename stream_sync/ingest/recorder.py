@@ -44,10 +44,11 @@ CONCURRENT_WRITES = 3
 # once more and then given up: the monitor hands a stopped node's sessions over.
 RETRY_FIRST = 0.5
 RETRY_MAX = 5.0
-# Starts are written a moment after they come, with the others of that moment: a storm
-# spread over seconds (200 encoders reconnecting over 2 s) otherwise cost a transaction
-# per publisher, as many as its admissions. The encoder heard Publish.Start already;
-# dashboards hear "live" 0.1 s later.
+# A start that comes within this long of the one before is written this long later,
+# with the others of that moment (a lone start goes at once): a storm spread over
+# seconds (200 encoders reconnecting over 2 s) otherwise cost a transaction per
+# publisher, as many as its admissions. The encoder heard Publish.Start already; in a
+# storm, dashboards hear "live" 0.1 s later.
 START_LINGER = 0.1
 
 

@@ -15,7 +15,7 @@ def test_only_the_channels_pages_hear_its_events() -> None:
     watchers = fanout.ChannelWatchers()
     with watchers.watch(1) as mine, watchers.watch(2) as other:
         watchers.dispatch(StatusChanged(1, "live", 5, 100.0, reason="started", seq=3))
-        watchers.dispatch(stats(1, 101.0), {"uptime": 1.0})
+        watchers.dispatch(stats(1, 101.0), lambda: {"uptime": 1.0})
         watchers.dispatch(PublishEnded(1, "k", "c", 5, "why", 0, 0, 0, None, None))
         assert other.queue.empty()
         first, second, third = (mine.queue.get_nowait() for _ in range(3))
