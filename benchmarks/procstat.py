@@ -50,13 +50,16 @@ def process_tree(root: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pids: list[int]) -> float:
+def cpu_seconds(pids: list[int], *, reaped: bool = True) -> float:
+    """reaped=False leaves out the children a process has waited for (cutime, cstime):
+    its own CPU alone."""
+    columns = (11, 12, 13, 14) if reaped else (11, 12)
     total = 0
     for pid in pids:
         fields = _stat_fields(pid)
         if fields is not None:
             # After "pid (comm) ": state=0 ... utime=11, stime=12, cutime=13, cstime=14.
-            total += sum(int(fields[i]) for i in (11, 12, 13, 14))
+            total += sum(int(fields[i]) for i in columns)
     return total / CLK_TCK
 
 
@@ -91,6 +94,8 @@ class TreeMeter:
         self.root = root
         self.cpu_start = 0.0
         self.cpu_end = 0.0
+        self.root_cpu_start = 0.0  # the root process's own CPU: a supervisor beside its workers
+        self.root_cpu_end = 0.0
         self.idle_rss_kib = 0
         self.max_rss_kib = 0
         self.hwm_kib = 0
@@ -102,6 +107,7 @@ class TreeMeter:
     def start(self) -> None:
         pids = self.pids()
         self.cpu_start = cpu_seconds(pids)
+        self.root_cpu_start = cpu_seconds([self.root], reaped=False)
         self.idle_rss_kib = self.max_rss_kib = memory(pids).rss_kib
 
     def sample(self) -> None:
@@ -110,6 +116,7 @@ class TreeMeter:
     def stop(self) -> None:
         pids = self.pids()
         self.cpu_end = cpu_seconds(pids)
+        self.root_cpu_end = cpu_seconds([self.root], reaped=False)
         mem = memory(pids)
         self.max_rss_kib = max(self.max_rss_kib, mem.rss_kib)
         self.hwm_kib = mem.hwm_kib
@@ -118,3 +125,7 @@ class TreeMeter:
     @property
     def cpu_s(self) -> float:
         return self.cpu_end - self.cpu_start
+
+    @property
+    def root_cpu_s(self) -> float:
+        return self.root_cpu_end - self.root_cpu_start

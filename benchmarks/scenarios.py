@@ -312,6 +312,8 @@ def _numbers(
         "rss_peak_hwm_kib": meter.hwm_kib,
         "rss_per_publisher_kib": round((meter.max_rss_kib - meter.idle_rss_kib) / n, 1),
         "processes": meter.processes,  # in the server's tree at the end of the window
+        # With workers, the root is the supervisor (API, monitor): its share, apart.
+        "root_cpu_s": round(meter.root_cpu_s, 3),
         "failures": len(load.failures),
         "failure_reasons": load.failure_reasons(),
         "generator": {
