@@ -26,9 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..background import Background
 from ..credentials.keys import key_hash, parse_key_id
-from ..credentials.lookup import KeyRecord, lookup_keys
+from ..credentials.lookup import KeyRecord, read_keys
 from ..credentials.server_secrets import ServerSecrets
-from ..db.engine import autocommit
 from ..state.coalesce import Coalescer
 from ..state.errors import StateUnavailable
 from ..state.interfaces import CachedKey, KeyCache, KeyState
@@ -155,8 +154,7 @@ class KeyChecker:
         return await self._lookups(key_id)
 
     async def _lookup_many(self, key_ids: Sequence[str]) -> list[KeyRecord | None]:
-        async with autocommit(self._sessions) as connection:
-            records = await lookup_keys(connection, key_ids=set(key_ids))
+        records = await read_keys(self._sessions, key_ids=set(key_ids))
         return [records.get(key_id) for key_id in key_ids]
 
     def _entry(self, key_id: str, record: KeyRecord | None, now: float) -> CachedKey:

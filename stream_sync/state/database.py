@@ -18,13 +18,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import bindparam, delete, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from stream_sync.credentials.errors import ChannelNotFound
+from stream_sync.db import driver
 from stream_sync.db.engine import autocommit
+from stream_sync.db.members import member_of
 from stream_sync.db.models import Counter, PublishLock
 
 from .coalesce import Coalescer
@@ -70,13 +72,9 @@ class DatabaseFencing:
 
     async def next_tokens(self, count: int) -> list[int]:
         """``count`` tokens at once, in increasing order."""
-        if self._postgresql:
-            async with autocommit(self._sessions) as connection:
-                tokens = await connection.scalars(
-                    text("SELECT nextval('fencing_tokens') FROM generate_series(1, :n)"),
-                    {"n": count},
-                )
-                return sorted(tokens)
+        if self._postgresql:  # on every admission: through asyncpg itself (db/driver.py)
+            rows = await driver.fetch(self._sessions.kw["bind"], _NEXT_TOKENS, {"n": count})
+            return sorted(row[0] for row in rows)
         async with self._sessions() as session, session.begin():
             statement = _insert(session, Counter).values(name=self._name, value=count)
             statement = statement.on_conflict_do_update(
@@ -255,13 +253,19 @@ class DatabaseLocks:
     async def _holders_of(self, channel_ids: Sequence[int]) -> list[Lease | None]:
         """Asked on every Redis admission, so a storm's questions go in one read."""
         now = self._clock()
-        async with autocommit(self._sessions) as connection:
-            rows = await connection.execute(
-                select(*_LEASE_COLUMNS).where(
-                    PublishLock.channel_id.in_(set(channel_ids)), PublishLock.expires_at > now
+        engine = self._sessions.kw["bind"]
+        if engine.dialect.name == "postgresql":  # through asyncpg itself (db/driver.py)
+            params = {"ids": list(set(channel_ids)), "now": now}
+            found = [_lease(row) for row in await driver.fetch(engine, _HOLDERS_PG, params)]
+        else:
+            async with autocommit(self._sessions) as connection:
+                rows = await connection.execute(
+                    select(*_LEASE_COLUMNS).where(
+                        PublishLock.channel_id.in_(set(channel_ids)), PublishLock.expires_at > now
+                    )
                 )
-            )
-            leases = {row.channel_id: _lease(row) for row in rows}
+                found = [_lease(row) for row in rows]
+        leases = {lease.channel_id: lease for lease in found if lease is not None}
         return [leases.get(channel_id) for channel_id in channel_ids]
 
     def _values(self, owner: str, node: str, token: int, now: float) -> dict[str, Any]:
@@ -283,13 +287,26 @@ _LEASE_COLUMNS = (
 )
 
 
+_NEXT_TOKENS = driver.Statement(
+    text("SELECT nextval('fencing_tokens') FROM generate_series(1, :n)")
+)
+_HOLDERS_PG = driver.Statement(
+    select(*_LEASE_COLUMNS).where(
+        member_of(PublishLock.channel_id.expression, "ids", postgresql=True),
+        PublishLock.expires_at > bindparam("now"),
+    )
+)
+
+
 def _lease(row: Any) -> Lease | None:
+    """A lease from SQLAlchemy's row or asyncpg's record."""
     if row is None:
         return None
+    row = getattr(row, "_mapping", row)  # a record is a mapping already
     return Lease(
-        channel_id=row.channel_id,
-        owner=row.owner,
-        token=row.token,
-        node=row.node,
-        renewed_at=row.renewed_at,
+        channel_id=row["channel_id"],
+        owner=row["owner"],
+        token=row["token"],
+        node=row["node"],
+        renewed_at=row["renewed_at"],
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,16 +26,25 @@ class Clock:
 
 
 class Switchable:
-    """A session factory that can be made to fail, like a database that went away."""
+    """A session factory, and its engine, that can be made to fail, like a database that
+    went away. (On PostgreSQL the key lookup takes the engine from ``kw``: db/driver.py.)"""
 
-    def __init__(self, factory: Callable[[], Any]) -> None:
+    def __init__(self, factory: Any) -> None:
         self.factory = factory
+        self.engine = factory.kw["bind"]
+        self.dialect = self.engine.dialect
+        self.kw = {"bind": self}
         self.down = False
 
     def __call__(self) -> Any:
         if self.down:
             raise ConnectionRefusedError("database down")
         return self.factory()
+
+    def connect(self) -> Any:
+        if self.down:
+            raise ConnectionRefusedError("database down")
+        return self.engine.connect()
 
 
 async def setup(
