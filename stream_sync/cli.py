@@ -341,6 +341,7 @@ async def _serve(
     async with open_store(settings) as store:
         node = Node(settings, store, roles, ingest_workers=workers, worker_index=worker_index)
         loop.add_signal_handler(signal.SIGHUP, node.reload_tls)
+        _freeze_startup_heap()  # before the node listens: see there
         try:
             await node.start()
         except AlreadyRunningError as exc:
@@ -370,7 +371,10 @@ def _freeze_startup_heap() -> None:
 
     The frameworks are some 150,000 objects that never die, and every full collection
     walked them all again: 100 ms of CPU each, twice in the 30 s of the 200-stream
-    benchmark (benchmarks/results/ingest.md).
+    benchmark (benchmarks/results/ingest.md). Called twice: before the node starts,
+    for the imports (the collection that walks them all, 60-110 ms, paid before the
+    node listens: after it, it held up the first encoders of a restart's storm), and
+    once it has started, for what the start made (frozen objects are not walked again).
     """
     gc.collect()
     gc.freeze()
