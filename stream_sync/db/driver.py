@@ -63,19 +63,15 @@ async def fetch(
             rows: Sequence[asyncpg.Record] = await driver.fetch(
                 statement.sql, *statement.arguments(params)
             )
-        except asyncpg.PostgresError as exc:
-            if isinstance(exc, _BROKEN) or driver.is_closed():
-                await connection.invalidate(exc)
-                raise OperationalError(statement.sql, dict(params), exc) from exc
-            raise DBAPIError(statement.sql, dict(params), exc) from exc  # the query's fault
         except BaseException as exc:
-            # Lost, or in a state nobody knows (cancelled mid-query, the protocol confused
-            # by a server that went away meanwhile): not to be handed out again.
-            with contextlib.suppress(Exception):
-                await connection.invalidate(exc if isinstance(exc, Exception) else None)
-            if isinstance(exc, _BROKEN) or (isinstance(exc, Exception) and driver.is_closed()):
-                raise OperationalError(statement.sql, dict(params), exc) from exc
-            if isinstance(exc, Exception):
-                raise DBAPIError(statement.sql, dict(params), exc) from exc
-            raise
+            lost = isinstance(exc, _BROKEN) or driver.is_closed()
+            if lost or not isinstance(exc, asyncpg.PostgresError):
+                # Gone, or in a state nobody knows (cancelled mid-query, the protocol
+                # confused by a server that went away meanwhile): not handed out again.
+                with contextlib.suppress(Exception):
+                    await connection.invalidate(exc if isinstance(exc, Exception) else None)
+            if not isinstance(exc, Exception):
+                raise
+            error = OperationalError if lost else DBAPIError  # else: the query's own fault
+            raise error(statement.sql, dict(params), exc) from exc
         return rows
